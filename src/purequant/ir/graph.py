@@ -1,0 +1,303 @@
+"""The persistent graph: nodes, users index and order, all in persistent maps.
+
+Design (measured, see docs/benchmarks.md): order is a persistent doubly-linked list (`prev` and
+`next` maps, like fx's `_prev/_next`) so a local insert or erase touches O(1) entries, each an
+O(log32 n) persistent-map update. Every node also has an integer position key (`pos`) with wide
+gaps, so "is a before b" and users-of in graph order are O(log n) without walking the list; a
+key space exhausted by repeated inserts at one spot is renumbered once (amortised O(1)).
+
+A Graph is a value: every edit returns a new Graph sharing structure with the old one, and the
+old one is unchanged. Whole-graph rewrites go through `GraphBuilder` (builder.py) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from attrs import field, frozen
+from pyrsistent import PMap, pmap
+
+from ..errors import GraphError
+from .names import derive_counters, next_free, sanitize, split_id
+from .node import ID_RE, Node, Ref, is_valid_op
+
+GAP = 1 << 32
+_EMPTY: PMap = pmap()
+
+
+@frozen(slots=True, eq=False)
+class Graph:
+    """An immutable sequence of nodes with O(log n) lookup, users-of and local edits.
+
+    Equality compares nodes (without provenance) and their order; derived indexes (users,
+    positions) and id counters are not part of it.
+    """
+
+    nodes: PMap = _EMPTY  # id -> Node
+    users_map: PMap = _EMPTY  # id -> tuple of user ids (any order; `users()` sorts)
+    prev: PMap = _EMPTY  # id -> previous id
+    next: PMap = _EMPTY  # id -> next id
+    pos: PMap = _EMPTY  # id -> int position key, increasing along the order
+    head: str | None = None
+    tail: str | None = None
+    counters: PMap = _EMPTY  # base name -> highest suffix ever used
+    _cache: dict = field(factory=dict, init=False, repr=False)
+
+    # ----------------------------------------------------------------- queries
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, nid: object) -> bool:
+        return nid in self.nodes
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.node_list())
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self.ids() == other.ids() and self.nodes == other.nodes
+
+    def __hash__(self) -> int:
+        h = self._cache.get("hash")
+        if h is None:
+            h = self._cache["hash"] = hash(self.node_list())
+        return h
+
+    def __repr__(self) -> str:
+        return f"<Graph {len(self)} nodes, head={self.head!r}, tail={self.tail!r}>"
+
+    def node(self, nid: str) -> Node:
+        """The node with id `nid`; GraphError naming the id if there is none. O(log n)."""
+        node = self.nodes.get(nid)
+        if node is None:
+            raise GraphError(f"no node with id {nid!r} in this graph", node_id=nid)
+        return node
+
+    def get(self, nid: str) -> Node | None:
+        return self.nodes.get(nid)
+
+    def ids(self) -> tuple[str, ...]:
+        """All ids in order (O(n) once per graph value, then cached)."""
+        ids = self._cache.get("ids")
+        if ids is None:
+            out = []
+            nid = self.head
+            nxt = self.next
+            while nid is not None:
+                out.append(nid)
+                nid = nxt.get(nid)
+            ids = self._cache["ids"] = tuple(out)
+        return ids
+
+    def node_list(self) -> tuple[Node, ...]:
+        """All nodes in order (O(n) once per graph value, then cached)."""
+        nodes = self._cache.get("nodes")
+        if nodes is None:
+            get = self.nodes.__getitem__
+            nodes = self._cache["nodes"] = tuple(get(i) for i in self.ids())
+        return nodes
+
+    def users(self, nid: str) -> tuple[str, ...]:
+        """Ids of the nodes that read `nid`, in graph order. O(k log n) for k users."""
+        us = self.users_map.get(nid)
+        if us is None:
+            raise GraphError(f"no node with id {nid!r} in this graph", node_id=nid)
+        if len(us) < 2:
+            return us
+        pos = self.pos
+        return tuple(sorted(us, key=pos.__getitem__))
+
+    def position(self, nid: str) -> int:
+        """A key that increases along the order (compare two nodes in O(log n))."""
+        return self.pos[nid]
+
+    def before(self, a: str, b: str) -> bool:
+        return self.pos[a] < self.pos[b]
+
+    def placeholders(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.node_list() if n.op == "placeholder")
+
+    def output(self) -> Node:
+        """The output node (the last node of a well-formed graph)."""
+        if self.tail is None or self.nodes[self.tail].op != "output":
+            raise GraphError("graph has no output node as its last node")
+        return self.nodes[self.tail]
+
+    def fresh_id(self, prefix: str) -> str:
+        """An id not used before in this graph's history, fx-style. O(log n)."""
+        base = sanitize(prefix)
+        return next_free(base, self.counters.get(base), self.nodes)
+
+    # ------------------------------------------------------------------- edits
+    def insert_after(self, anchor: str, node: Node) -> Graph:
+        """A new graph with `node` placed right after `anchor`. O(log n)."""
+        self.node(anchor)
+        return self._link(node, anchor, self.next.get(anchor))
+
+    def insert_before(self, anchor: str, node: Node) -> Graph:
+        """A new graph with `node` placed right before `anchor`. O(log n)."""
+        self.node(anchor)
+        return self._link(node, self.prev.get(anchor), anchor)
+
+    def append(self, node: Node) -> Graph:
+        """A new graph with `node` last. O(log n)."""
+        return self._link(node, self.tail, None)
+
+    def erase(self, nid: str) -> Graph:
+        """A new graph without `nid`, which must have no users. O(log n)."""
+        node = self.node(nid)
+        if self.users_map[nid]:
+            raise GraphError(
+                f"cannot erase %{nid}: still used by {', '.join('%' + u for u in self.users(nid))}",
+                node_id=nid,
+                hint="replace its uses first (replace_all_uses)",
+            )
+        p, n = self.prev.get(nid), self.next.get(nid)
+        prev, nxt = self.prev.remove(nid), self.next.remove(nid)
+        if p is not None:
+            nxt = nxt.remove(p) if n is None else nxt.set(p, n)
+        if n is not None:
+            prev = prev.remove(n) if p is None else prev.set(n, p)
+        users = self.users_map.remove(nid)
+        for i in node.input_ids():
+            users = users.set(i, tuple(u for u in users[i] if u != nid))
+        return Graph(
+            self.nodes.remove(nid), users, prev, nxt, self.pos.remove(nid),
+            n if self.head == nid else self.head, p if self.tail == nid else self.tail,
+            self.counters,
+        )
+
+    def replace_node(self, node: Node) -> Graph:
+        """A new graph where the node with `node.id` becomes `node` (same place). O(k log n)."""
+        old = self.node(node.id)
+        if old is node:
+            return self
+        self._check_inputs(node, self.pos[node.id])
+        users = _reindex_users(self.users_map, node.id, old.input_ids(), node.input_ids())
+        return self._evolve(nodes=self.nodes.set(node.id, node), users_map=users)
+
+    def update(self, nid: str, **changes: Any) -> Graph:
+        """Shorthand for replace_node with some fields of node `nid` changed."""
+        old = self.node(nid)
+        fields = {"op": old.op, "target": old.target, "args": old.args, "kwargs": old.kwargs, "meta": old.meta}
+        fields.update(changes)
+        return self.replace_node(Node(nid, **fields))
+
+    def replace_all_uses(self, old: str, new: str, *, skip: Iterable[str] = ()) -> Graph:
+        """A new graph where every reader of `old` reads `new` instead.
+
+        Readers in `skip`, and `new` itself, keep reading `old`. Every moved reader must come
+        after `new`. O(k log n) for k readers.
+        """
+        self.node(new)
+        skipped = set(skip) | {new}
+        movers = [u for u in self.users(old) if u not in skipped]
+        if not movers:
+            return self
+        new_pos = self.pos[new]
+        nodes, users = self.nodes.evolver(), self.users_map
+        swap = {old: Ref(new)}
+        for u in movers:
+            if self.pos[u] <= new_pos:
+                raise GraphError(
+                    f"cannot make %{u} read %{new}: %{new} is defined after it", node_id=u
+                )
+            nodes[u] = nodes[u].map_refs(lambda i: swap.get(i) or Ref(i))
+        kept = tuple(u for u in users[old] if u not in set(movers))
+        added = tuple(u for u in movers if u not in users[new])
+        users = users.set(old, kept).set(new, users[new] + added)
+        return self._evolve(nodes=nodes.persistent(), users_map=users)
+
+    def builder(self):  # -> GraphBuilder (imported lazily to keep modules acyclic)
+        """A transient builder for a whole-graph rewrite, seeded with this graph's counters."""
+        from .builder import GraphBuilder
+
+        return GraphBuilder(counters=dict(self.counters))
+
+    # ---------------------------------------------------------------- internals
+    def _evolve(self, **changes: Any) -> Graph:
+        fields = {
+            "nodes": self.nodes, "users_map": self.users_map, "prev": self.prev,
+            "next": self.next, "pos": self.pos, "head": self.head, "tail": self.tail,
+            "counters": self.counters,
+        }
+        fields.update(changes)
+        return Graph(**fields)
+
+    def _check_inputs(self, node: Node, at: float) -> None:
+        for i in node.refs():
+            p = self.pos.get(i)
+            if p is None:
+                raise GraphError(f"%{node.id} reads %{i}, which is not in the graph", node_id=node.id)
+            if p >= at:
+                raise GraphError(f"%{node.id} reads %{i}, which is not defined before it", node_id=node.id)
+
+    def _link(self, node: Node, p: str | None, n: str | None) -> Graph:
+        nid = node.id
+        if nid in self.nodes:
+            raise GraphError(f"id {nid!r} is already in the graph", node_id=nid, hint="use graph.fresh_id(prefix)")
+        if not ID_RE.match(nid) or not is_valid_op(node.op):
+            raise GraphError(f"bad node id {nid!r} or op {node.op!r}", node_id=nid)
+        g = self if _gap(self.pos, p, n) else self._renumbered()
+        key = _key_between(g.pos, p, n)
+        g._check_inputs(node, key)
+        prev, nxt = g.prev, g.next
+        if p is not None:
+            prev, nxt = prev.set(nid, p), nxt.set(p, nid)
+        if n is not None:
+            prev, nxt = prev.set(n, nid), nxt.set(nid, n)
+        users = g.users_map.set(nid, ())
+        for i in node.input_ids():
+            users = users.set(i, users[i] + (nid,))
+        base, k = split_id(nid)
+        counters = g.counters if g.counters.get(base, -1) >= k else g.counters.set(base, k)
+        return Graph(
+            g.nodes.set(nid, node), users, prev, nxt, g.pos.set(nid, key),
+            nid if p is None else g.head, nid if n is None else g.tail, counters,
+        )
+
+    def _renumbered(self) -> Graph:
+        return self._evolve(pos=pmap({nid: (i + 1) * GAP for i, nid in enumerate(self.ids())}))
+
+    @staticmethod
+    def from_nodes(nodes: Iterable[Node], counters: dict[str, int] | None = None) -> Graph:
+        """Build a graph from nodes in order (O(n)); see GraphBuilder for the checks."""
+        from .builder import GraphBuilder
+
+        b = GraphBuilder(counters=dict(counters or {}))
+        for node in nodes:
+            b.add(node)
+        return b.finish()
+
+
+def _gap(pos: PMap, p: str | None, n: str | None) -> bool:
+    if p is None or n is None:
+        return True
+    return pos[n] - pos[p] >= 2
+
+
+def _key_between(pos: PMap, p: str | None, n: str | None) -> int:
+    if p is None and n is None:
+        return GAP
+    if p is None:
+        return pos[n] - GAP
+    if n is None:
+        return pos[p] + GAP
+    return (pos[p] + pos[n]) // 2
+
+
+def _reindex_users(users: PMap, nid: str, old_inputs: tuple, new_inputs: tuple) -> PMap:
+    for i in set(old_inputs) - set(new_inputs):
+        users = users.set(i, tuple(u for u in users[i] if u != nid))
+    for i in new_inputs:
+        if i not in old_inputs:
+            users = users.set(i, users[i] + (nid,))
+    return users
+
+
+def counters_for(ids: Iterable[str]) -> PMap:
+    return pmap(derive_counters(ids))
