@@ -7,11 +7,13 @@ it.
 
 from __future__ import annotations
 
+from purequant.errors import ConfigError
 
-class QConfigError(ValueError):
+
+class QConfigError(ConfigError, ValueError):
     """A qconfig, a qconfig mapping or one of its entries is invalid.
 
-    Subclasses ValueError so that code written against torch.ao (which raises ValueError or
+    Also a ValueError so that code written against torch.ao (which raises ValueError or
     AssertionError for bad configs) keeps catching it.
     """
 

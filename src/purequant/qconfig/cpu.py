@@ -1,0 +1,141 @@
+"""A CPU-aware default: keep `reduce_range` only where the int8 kernels need it.
+
+x86/fbgemm defaults quantize activations to 7 bits (`reduce_range=True`) because the AVX2 int8
+dot product (`vpmaddubsw`) adds pairs of u8*s8 products into saturating 16-bit lanes. CPUs with
+VNNI (AVX512-VNNI or AVX-VNNI) have `vpdpbusd`, which accumulates in 32 bits, so the full 8-bit
+range is safe there and loses less precision.
+
+Caveat: the choice is baked into the converted model. A model converted without reduce_range on
+a VNNI machine may saturate when run on a CPU without VNNI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from attrs import evolve, frozen
+
+from purequant.observers.spec import ObserverSpec
+from purequant.qconfig.defaults import default_qconfig_spec
+from purequant.qconfig.spec import QConfig, QConfigSpec
+
+# Linux /proc/cpuinfo flag names, which torch.cpu.get_capabilities() also uses as keys.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+
+
+@frozen
+class VnniDetection:
+    """Whether the CPU has a 32-bit-accumulating int8 dot product, and how we know.
+
+    Attributes:
+        vnni: True/False, or None when no flag source could be read.
+        reason: one line naming the flags found and their source.
+    """
+
+    vnni: bool | None
+    reason: str
+
+
+@frozen
+class CpuAwareDefault:
+    """A backend default spec adjusted to this CPU.
+
+    Attributes:
+        spec: the QConfigSpec to use.
+        reduce_range: whether activations keep reduce_range.
+        reason: what was detected and what was changed.
+    """
+
+    spec: QConfigSpec
+    reduce_range: bool
+    reason: str
+
+
+def detect_vnni(
+    flags: Iterable[str] | None = None, *, source: str = "given flags"
+) -> VnniDetection:
+    """Detect VNNI from a set of CPU flags.
+
+    Args:
+        flags: CPU flag names (as in /proc/cpuinfo). None reads them with `read_cpu_flags()`.
+        source: where `flags` came from, for the reason.
+
+    Returns:
+        The detection; `vnni` is None when flags are None and none could be read.
+    """
+    if flags is None:
+        flags, source = read_cpu_flags()
+        if flags is None:
+            return VnniDetection(None, f"could not read CPU flags ({source})")
+    found = sorted(set(VNNI_FLAGS) & set(flags))
+    if found:
+        return VnniDetection(True, f"{', '.join(found)} found in {source}")
+    return VnniDetection(False, f"no VNNI flag ({' or '.join(VNNI_FLAGS)}) in {source}")
+
+
+def read_cpu_flags(path: str = "/proc/cpuinfo") -> tuple[frozenset[str] | None, str]:
+    """Read CPU flags from /proc/cpuinfo, else from `torch.cpu.get_capabilities()`.
+
+    Returns:
+        (flags or None, a description of the source).
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":  # the x86 flags line; identical for every core
+                    return frozenset(value.split()), f"{path} flags"
+    except OSError:
+        pass
+    try:
+        import torch
+
+        caps = torch.cpu.get_capabilities()
+        return frozenset(k for k, v in caps.items() if v is True), "torch.cpu.get_capabilities()"
+    except Exception as e:  # an old torch or a platform cpuinfo does not know
+        return None, f"no {path} and torch.cpu.get_capabilities() failed: {e}"
+
+
+def cpu_aware_default(
+    backend: str = "x86", *, flags: Iterable[str] | None = None
+) -> CpuAwareDefault:
+    """The default static spec of `backend`, without reduce_range on VNNI CPUs.
+
+    Args:
+        backend: "x86", "fbgemm", "qnnpack" or "onednn".
+        flags: CPU flags to decide from (for tests and cross-targeting); None detects this CPU.
+
+    Returns:
+        The spec, whether activations keep reduce_range, and the reason.
+    """
+    base = default_qconfig_spec(backend)
+    if backend not in ("x86", "fbgemm"):
+        return CpuAwareDefault(
+            base,
+            False,
+            f"backend {backend} does not reduce the activation range; nothing to adjust",
+        )
+    detection = detect_vnni(flags)
+    if not detection.vnni:
+        why = detection.reason + ("" if detection.vnni is False else "; keeping the safe default")
+        return CpuAwareDefault(
+            base, True, f"{why}: keeping reduce_range=True (16-bit accumulation)"
+        )
+    spec = base.map_qconfigs(_drop_reduce_range)
+    why = f"{detection.reason}: int8 kernels accumulate in 32 bits, so reduce_range is dropped"
+    return CpuAwareDefault(spec, False, why + " (the model may saturate on CPUs without VNNI)")
+
+
+def _drop_reduce_range(qc: QConfig) -> QConfig:
+    new = evolve(qc, activation=_full_range(qc.activation), weight=_full_range(qc.weight))
+    if new == qc or not qc.name:  # names are outside equality, so compare before renaming
+        return new
+    return evolve(new, name=f"{qc.name}, reduce_range dropped")
+
+
+def _full_range(spec: ObserverSpec | None) -> ObserverSpec | None:
+    # An explicit quant range is already the effective one (see _torch_reader); only the
+    # dtype-derived range widens when reduce_range goes.
+    if spec is None or not spec.reduce_range or spec.quant_min is not None:
+        return spec
+    return evolve(spec, reduce_range=False)
