@@ -15,6 +15,7 @@ import torch
 from attrs import field, frozen
 from torch import nn
 
+from ..errors import ConfigError
 from . import bert, chain, digits, lstm, mobilenet, perceptron, resnet
 
 Batch = tuple[torch.Tensor, ...]
@@ -27,8 +28,11 @@ CALIBRATION_SEED = 1
 CHAIN_BLOCKS = 100  # the zoo's chains: 302 fx nodes; use residual_chain_for_nodes for more
 
 
-class UnknownModelError(LookupError):
-    """A model name that is not in the zoo."""
+class UnknownModelError(ConfigError, LookupError):
+    """A model name that is not in the zoo.
+
+    A LookupError too, so code that catches a failed lookup generically still works.
+    """
 
 
 @frozen
@@ -114,5 +118,6 @@ def get(name: str) -> ModelEntry:
         return ZOO[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}; the zoo has: {', '.join(sorted(ZOO))}"
+            f"unknown model {name!r}; the zoo has: {', '.join(sorted(ZOO))}",
+            hint="pick one of those names, or build a model directly from purequant.models",
         ) from None
