@@ -1,0 +1,91 @@
+"""Content digests of tensors and the content-addressed tensor store of a dump.
+
+A tensor's digest is the sha256 of its dtype, shape (and qparams, for quantized tensors) and its
+bytes, so two tensors with one digest are interchangeable. The store is a folder of
+`<digest>.pt` files written by `torch.save` and read with `torch.load(weights_only=True)`, which
+unpickles tensors only, never arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from pyrsistent import PMap, pmap
+
+from ..errors import StageError
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 hex digest of a tensor's dtype, shape, qparams and bytes. O(numel)."""
+    t = t.detach()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|{_qparams(t)}|".encode())
+    data = t.int_repr() if t.is_quantized else t
+    # Any dtype reinterprets as bytes once contiguous; reshape(-1) gives 0-d tensors a last dim.
+    raw = data.cpu().contiguous().reshape(-1).view(torch.uint8)
+    h.update(memoryview(raw.numpy()))
+    return h.hexdigest()
+
+
+def _qparams(t: torch.Tensor) -> str:
+    if not t.is_quantized:
+        return ""
+    if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return f"{t.qscheme()}|{t.q_scale()!r}|{t.q_zero_point()}"
+    scales = t.q_per_channel_scales().tolist()
+    zeros = t.q_per_channel_zero_points().tolist()
+    return f"{t.qscheme()}|{t.q_per_channel_axis()}|{scales}|{zeros}"
+
+
+def params_changed(before: PMap, after: PMap) -> PMap:
+    """Paths whose tensor is new, removed (-> None) or has other content (-> new digest).
+
+    Identical objects are skipped without hashing, so a stage that leaves the table alone
+    costs O(1) and one that replaces k tensors costs O(their size).
+    """
+    if before is after:
+        return pmap()
+    out = {}
+    for path in sorted(set(before) | set(after)):
+        a, b = before.get(path), after.get(path)
+        if a is b:
+            continue
+        if b is None:
+            out[path] = None
+            continue
+        d = tensor_digest(b)
+        if a is None or tensor_digest(a) != d:
+            out[path] = d
+    return pmap(out)
+
+
+def save_tensor(store: Path, t: torch.Tensor, digest: str) -> None:
+    """Write `t` as `store/<digest>.pt` unless it is there already (written atomically)."""
+    path = store / f"{digest}.pt"
+    if path.exists():
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    # torch.save of a view writes its whole storage; a clone holds exactly the tensor.
+    t = t.detach().clone()
+    fd, tmp = tempfile.mkstemp(dir=store, suffix=".tmp")
+    os.close(fd)
+    torch.save(t, tmp)
+    os.replace(tmp, path)
+
+
+def load_tensor(store: Path, digest: str) -> torch.Tensor:
+    """Read `store/<digest>.pt` (tensors only) and check its content matches the digest.
+
+    Raises:
+        StageError: the file is missing or its content does not match its name.
+    """
+    path = store / f"{digest}.pt"
+    if not path.exists():
+        raise StageError(f"tensor {digest[:12]} is missing from {store}", hint="copy the whole dump folder, tensors/ included")
+    t = torch.load(path, weights_only=True)
+    if not isinstance(t, torch.Tensor) or tensor_digest(t) != digest:
+        raise StageError(f"{path} does not hold the tensor its name says (the file was changed)")
+    return t
