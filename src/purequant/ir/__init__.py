@@ -3,6 +3,7 @@
 from .builder import GraphBuilder
 from .canonical import canonicalize, digest
 from .check import check_graph, neighbourhood
+from .gcpause import paused_gc
 from .graph import Graph
 from .module_spec import ModuleSpec
 from .node import OPS, Node, Ref, Slice, Sym, iter_refs, map_value
@@ -11,5 +12,5 @@ from .text import format_node, format_value, parse_graph, parse_node, print_grap
 __all__ = [
     "OPS", "Graph", "GraphBuilder", "ModuleSpec", "Node", "Ref", "Slice", "Sym", "canonicalize", "check_graph",
     "digest", "format_node", "format_value", "iter_refs", "map_value", "neighbourhood",
-    "parse_graph", "parse_node", "print_graph",
+    "parse_graph", "parse_node", "paused_gc", "print_graph",
 ]

@@ -56,7 +56,7 @@ class GraphBuilder:
             raise GraphError(f"bad node id {nid!r}: ids are identifiers", node_id=nid)
         if not is_valid_op(node.op):
             raise GraphError(f"bad op {node.op!r}", node_id=nid)
-        for i in node.refs():
+        for i in node.input_ids():
             if i not in self._nodes:
                 raise GraphError(f"%{nid} reads %{i}, which was not added before it", node_id=nid)
         self._nodes[nid] = node

@@ -70,7 +70,7 @@ def check_graph(graph: Graph) -> Graph:
             raise _fail(graph, nid, f"node stored under {nid!r} has id {node.id!r}")
         if not is_valid_op(node.op):
             raise _fail(graph, nid, f"%{nid} has unknown op {node.op!r}")
-        for i in node.refs():
+        for i in node.input_ids():
             if i not in defined:
                 raise _fail(graph, nid, f"%{nid} reads %{i}, which is not defined before it")
             users[i].add(nid)

@@ -229,7 +229,7 @@ class Graph:
         return Graph(**fields)
 
     def _check_inputs(self, node: Node, at: float) -> None:
-        for i in node.refs():
+        for i in node.input_ids():
             p = self.pos.get(i)
             if p is None:
                 raise GraphError(f"%{node.id} reads %{i}, which is not in the graph", node_id=node.id)
@@ -267,11 +267,13 @@ class Graph:
     def from_nodes(nodes: Iterable[Node], counters: dict[str, int] | None = None) -> Graph:
         """Build a graph from nodes in order (O(n)); see GraphBuilder for the checks."""
         from .builder import GraphBuilder
+        from .gcpause import paused_gc
 
-        b = GraphBuilder(counters=dict(counters or {}))
-        for node in nodes:
-            b.add(node)
-        return b.finish()
+        with paused_gc():
+            b = GraphBuilder(counters=dict(counters or {}))
+            for node in nodes:
+                b.add(node)
+            return b.finish()
 
 
 def _gap(pos: PMap, p: str | None, n: str | None) -> bool:

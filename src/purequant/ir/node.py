@@ -77,6 +77,16 @@ class Node:
     args: tuple = field(default=(), converter=_to_args)
     kwargs: PMap = field(factory=pmap, converter=_to_pmap)
     meta: PMap = field(factory=pmap, converter=_to_pmap, eq=False, hash=False)
+    # Derived once at construction: every index update and check reads it, and a node is
+    # immutable, so computing it per query would only repeat work.
+    _inputs: tuple = field(init=False, eq=False, hash=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        out: list[str] = []
+        _collect(self.args, out)
+        if self.kwargs:
+            _collect(tuple(self.kwargs[k] for k in sorted(self.kwargs)), out)
+        object.__setattr__(self, "_inputs", tuple(dict.fromkeys(out)) if len(out) > 1 else tuple(out))
 
     def refs(self) -> Iterator[str]:
         """Ids this node reads, in argument order, with repeats."""
@@ -84,8 +94,8 @@ class Node:
         yield from iter_refs(tuple(self.kwargs[k] for k in sorted(self.kwargs)))
 
     def input_ids(self) -> tuple[str, ...]:
-        """Distinct ids this node reads, in first-use order."""
-        return tuple(dict.fromkeys(self.refs()))
+        """Distinct ids this node reads, in first-use order. O(1): computed at construction."""
+        return self._inputs
 
     def map_refs(self, fn: Callable[[str], Any]) -> Node:
         """A copy with every `Ref(i)` replaced by `fn(i)` (a Ref or any plain value)."""
@@ -97,6 +107,20 @@ class Node:
 
     def with_meta(self, **entries: Any) -> Node:
         return Node(self.id, self.op, self.target, self.args, self.kwargs, self.meta.update(entries))
+
+
+def _collect(value: tuple, out: list[str]) -> None:
+    # A loop, not a generator: this runs for every node ever built, and nesting is shallow.
+    for item in value:
+        t = type(item)
+        if t is Ref:
+            out.append(item.id)
+        elif t is tuple or isinstance(item, PVector):
+            _collect(tuple(item), out)
+        elif isinstance(item, PMap):
+            _collect(tuple(item[k] for k in sorted(item, key=repr)), out)
+        elif t is Slice:
+            _collect((item.start, item.stop, item.step), out)
 
 
 def iter_refs(value: Any) -> Iterator[str]:

@@ -25,6 +25,7 @@ from pyrsistent import PMap, PVector, pmap, pvector
 
 from ..errors import GraphError
 from .builder import GraphBuilder
+from .gcpause import paused_gc
 from .graph import Graph
 from .names import derive_counters
 from .node import Node, Ref, Slice, Sym
@@ -222,6 +223,11 @@ def parse_node(line: str) -> Node:
 
 def parse_graph(text: str) -> Graph:
     """Parse the text format back into a Graph (exact inverse of print_graph). O(n)."""
+    with paused_gc():
+        return _parse_graph(text)
+
+
+def _parse_graph(text: str) -> Graph:
     counters: dict[str, int] = {}
     b = GraphBuilder()
     for lineno, line in enumerate(text.splitlines(), 1):
