@@ -60,3 +60,10 @@ def lstm_text(
     return build_seeded(
         lambda: LSTMText(vocab_size, embed_dim, hidden, num_layers, num_classes), seed
     )
+
+
+def token_batch(
+    batch: int, generator: torch.Generator, vocab_size: int = VOCAB_SIZE, seq_len: int = SEQ_LEN,
+) -> tuple:
+    """Uniform random int64 token ids shaped (batch, seq_len)."""
+    return (torch.randint(0, vocab_size, (batch, seq_len), generator=generator),)

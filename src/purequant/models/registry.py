@@ -80,27 +80,42 @@ def _generator(seed: int) -> torch.Generator:
 
 def _entries() -> tuple[ModelEntry, ...]:
     partial = functools.partial
+    conv_map = (chain.WIDTH, chain.SPATIAL, chain.SPATIAL)
     return (
-        ModelEntry("resnet18", "ResNet-18 (torchvision architecture), 3x224x224 -> 1000",
-                   resnet.resnet18, resnet.image_batch, (1000,)),
-        ModelEntry("mobilenet_v2", "MobileNetV2 (torchvision architecture), 3x224x224 -> 1000",
-                   mobilenet.mobilenet_v2, resnet.image_batch, (1000,)),
-        ModelEntry("bert", "4-layer BERT-style encoder, 64 token ids -> 2 classes",
-                   bert.bert_encoder, bert.token_batch, (2,)),
-        ModelEntry("lstm", "Embedding -> LSTM -> Linear text classifier, 32 tokens -> 2",
-                   lstm.lstm_text, partial(bert.token_batch, vocab_size=lstm.VOCAB_SIZE,
-                                           seq_len=lstm.SEQ_LEN), (2,)),
-        ModelEntry("mlp", "MLP 64 -> 128 -> 128 -> 10 with ReLUs",
-                   perceptron.mlp, perceptron.feature_batch, (10,)),
-        ModelEntry("digits", "small conv-bn-relu CNN for 1x8x8 digits -> 10 (the demo model)",
-                   digits.digits_cnn, digits.digit_batch, (10,)),
-        ModelEntry("chain_conv", f"{CHAIN_BLOCKS} blocks of x + relu(conv3x3(x)), 16x8x8",
-                   partial(chain.residual_chain, CHAIN_BLOCKS, "conv"),
-                   partial(chain.chain_batch, kind="conv"), (chain.WIDTH, chain.SPATIAL,
-                                                             chain.SPATIAL)),
-        ModelEntry("chain_linear", f"{CHAIN_BLOCKS} blocks of x + relu(linear(x)), width 16",
-                   partial(chain.residual_chain, CHAIN_BLOCKS, "linear"),
-                   partial(chain.chain_batch, kind="linear"), (chain.WIDTH,)),
+        ModelEntry(
+            "resnet18", "ResNet-18 (torchvision architecture), 3x224x224 -> 1000",
+            factory=resnet.resnet18, make_batch=resnet.image_batch, output_shape=(1000,),
+        ),
+        ModelEntry(
+            "mobilenet_v2", "MobileNetV2 (torchvision architecture), 3x224x224 -> 1000",
+            factory=mobilenet.mobilenet_v2, make_batch=resnet.image_batch, output_shape=(1000,),
+        ),
+        ModelEntry(
+            "bert", "4-layer BERT-style encoder, 64 token ids -> 2 classes",
+            factory=bert.bert_encoder, make_batch=bert.token_batch, output_shape=(2,),
+        ),
+        ModelEntry(
+            "lstm", "Embedding -> LSTM -> Linear text classifier, 32 token ids -> 2 classes",
+            factory=lstm.lstm_text, make_batch=lstm.token_batch, output_shape=(2,),
+        ),
+        ModelEntry(
+            "mlp", "MLP 64 -> 128 -> 128 -> 10 with ReLUs",
+            factory=perceptron.mlp, make_batch=perceptron.feature_batch, output_shape=(10,),
+        ),
+        ModelEntry(
+            "digits", "small conv-bn-relu CNN for 1x8x8 digits -> 10 (the demo model)",
+            factory=digits.digits_cnn, make_batch=digits.digit_batch, output_shape=(10,),
+        ),
+        ModelEntry(
+            "chain_conv", f"{CHAIN_BLOCKS} blocks of x + relu(conv3x3(x)) on 16x8x8 maps",
+            factory=partial(chain.residual_chain, CHAIN_BLOCKS, "conv"),
+            make_batch=partial(chain.chain_batch, kind="conv"), output_shape=conv_map,
+        ),
+        ModelEntry(
+            "chain_linear", f"{CHAIN_BLOCKS} blocks of x + relu(linear(x)), width 16",
+            factory=partial(chain.residual_chain, CHAIN_BLOCKS, "linear"),
+            make_batch=partial(chain.chain_batch, kind="linear"), output_shape=(chain.WIDTH,),
+        ),
     )
 
 
