@@ -1,0 +1,119 @@
+"""Calibration: run the observed graph on batches and gather immutable statistics.
+
+This is the shell around the pure observers: the observed graph is emitted once as a torch.fx
+GraphModule whose `purequant.observe` nodes call a collector local to one run. The collector
+folds `observers.observe` over the values it sees; what comes out is a `CalibrationStats`
+value, which merges associatively, so calibration can be split across batches, processes and
+machines (see `merge_stats`). Nothing the user gave is touched: the module runs on the params
+map (the user's tensors, read-only) and its own observer-free forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from attrs import frozen
+from pyrsistent import PMap, pmap
+
+from .errors import StageError
+from .ir import Graph, GraphBuilder, Node
+from .observers import ObserverSpec, init_stats, merge, observe
+
+OBSERVE = "purequant.observe"
+
+
+@frozen(eq=False)
+class CalibrationStats:
+    """Statistics of every observer, as one immutable value.
+
+    Attributes:
+        specs: observer id -> ObserverSpec (how each statistic merges and turns into qparams).
+        stats: observer id -> statistics value (the identity until something was observed).
+        batches: how many batches went in.
+    """
+
+    specs: PMap
+    stats: PMap
+    batches: int = 0
+
+
+def empty_stats(specs: Mapping[str, ObserverSpec]) -> CalibrationStats:
+    """The identity of `merge_stats` for these observers."""
+    return CalibrationStats(pmap(specs), pmap({k: init_stats(s) for k, s in specs.items()}), 0)
+
+
+def merge_stats(a: CalibrationStats, b: CalibrationStats) -> CalibrationStats:
+    """Combine two shards' statistics. Associative, with `empty_stats` as identity.
+
+    Raises StageError when the shards come from different observed graphs; the observers'
+    own merge refuses order-dependent kinds (moving averages) unless one side is empty.
+    """
+    if a.specs != b.specs:
+        raise StageError(
+            "cannot merge statistics of different observed graphs",
+            stage="calibrate",
+            hint="merge only stats from observe_batch/calibrate on the same Prepared value",
+        )
+    merged = {k: merge(a.specs[k], a.stats[k], b.stats[k]) for k in a.specs}
+    return CalibrationStats(a.specs, pmap(merged), a.batches + b.batches)
+
+
+def keyed_observers(graph: Graph) -> Graph:
+    """The graph with each observer node told its own id (`key=` kwarg), for the collector.
+
+    Pure; O(n). Kept out of the observed graph itself so records and dumps stay minimal.
+    """
+    b = GraphBuilder()
+    for node in graph.node_list():
+        if node.op == "call_function" and node.target == OBSERVE:
+            node = Node(
+                node.id, node.op, node.target, node.args, node.kwargs.set("key", node.id), node.meta
+            )
+        b.add(node)
+    return b.finish()
+
+
+class _Collector:
+    """Folds observations of one run; lives only inside `run_observed`."""
+
+    __slots__ = ("specs", "stats", "where")
+
+    def __init__(self, start: CalibrationStats, where: Mapping[str, str]) -> None:
+        self.specs = start.specs
+        self.stats = dict(start.stats)
+        self.where = where
+
+    def __call__(self, value: Any, key: str) -> Any:
+        spec = self.specs.get(key)
+        if spec is not None and isinstance(value, torch.Tensor) and value.is_floating_point():
+            self.stats[key] = observe(
+                spec, self.stats[key], value.detach(), self.where.get(key, key)
+            )
+        return value
+
+
+def run_observed(
+    module_for: Any,
+    start: CalibrationStats,
+    batches: Iterable[Any],
+    where: Mapping[str, str],
+    progress: Any = None,
+) -> CalibrationStats:
+    """Run `batches` through the observed module, folding observations onto `start`.
+
+    `module_for(collector)` builds the GraphModule with `purequant.observe` bound to the
+    collector. Observation is sequential (moving averages depend on order). O(batches * graph).
+    """
+    collector = _Collector(start, where)
+    gm = module_for(collector)
+    count = start.batches
+    with torch.no_grad():
+        for batch in batches:
+            args = batch if isinstance(batch, tuple) else (batch,)
+            gm(*args)
+            count += 1
+            if progress is not None:
+                progress(count)
+    return CalibrationStats(start.specs, pmap(collector.stats), count)
