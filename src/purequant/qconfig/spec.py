@@ -110,7 +110,8 @@ def _to_pmap(value: Any) -> PMap:
 
 
 def _to_pairs(value: Any) -> tuple:
-    return value if isinstance(value, tuple) else tuple(tuple(p) for p in value)
+    # Regex lists are short; normalising them on every evolve costs nothing measurable.
+    return tuple(p if isinstance(p, tuple) else tuple(p) for p in value)
 
 
 OrderKey = tuple[str, str, int]
