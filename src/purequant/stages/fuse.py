@@ -1,0 +1,229 @@
+"""The `fuse` stage: conv/linear (+ batch norm) (+ relu) chains become one module call.
+
+    fuse(graph, params, modules) -> (graph, params, modules, FuseRecord)
+
+Eval-mode batch norm is folded into the weight and bias of the conv/linear before it (new params
+entries, `<conv path>.weight_fused`); training-mode batch norm is kept inside a QAT-ready fused
+module (`purequant.nn.ConvBn2d`). A trailing relu turns the result into `purequant.nn.ConvReLU2d`
+or `LinearReLU`. The fused node keeps the root's id and module path; the bn and relu nodes
+disappear and their readers read the fused node. Patterns and their priority are the table in
+`_fuse_patterns.PATTERNS`; the folding arithmetic is `_fuse_fold.fold_bn`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from attrs import frozen
+from pyrsistent import PMap
+
+from ..ir import Graph, ModuleSpec
+from ._fuse_fold import fold_bn
+from ._fuse_patterns import (
+    PATTERNS,
+    Candidate,
+    FusePattern,
+    check,
+    is_training,
+    patterns_by_root,
+    tensor,
+    type_of,
+    walk,
+)
+
+__all__ = ["FuseRecord", "Fusion", "Skip", "fuse"]
+
+_BY_ROOT = patterns_by_root(PATTERNS)
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+@frozen
+class Fusion:
+    """One applied fusion.
+
+    Attributes:
+        pattern: pattern name (`conv2d_bn2d_relu`).
+        nodes: ids of the matched nodes, root first, in chain order.
+        node: id of the resulting node (the root's id).
+        module_type: type of the resulting module spec.
+        new_params: params paths this fusion created (folded weight and bias), else ().
+    """
+
+    pattern: str
+    nodes: tuple[str, ...]
+    node: str
+    module_type: str
+    new_params: tuple[str, ...] = ()
+
+
+@frozen
+class Skip:
+    """A chain whose types match `pattern` but that was left alone, and why."""
+
+    pattern: str
+    nodes: tuple[str, ...]
+    reason: str
+
+
+@frozen
+class FuseRecord:
+    """What `fuse` did: plain data (ids, names, strings), JSON-serialisable via attrs.asdict.
+
+    Attributes:
+        fusions: applied fusions, in graph order of their roots.
+        skipped: candidates left unfused, with reasons, in graph order.
+        dropped_modules: module paths removed from `modules` (no node calls them any more).
+        dropped_params: params paths removed (nothing reads them any more).
+    """
+
+    fusions: tuple[Fusion, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    dropped_modules: tuple[str, ...] = ()
+    dropped_params: tuple[str, ...] = ()
+
+    def pattern_counts(self) -> dict[str, int]:
+        """Applied fusions per pattern name."""
+        return dict(Counter(f.pattern for f in self.fusions))
+
+
+def fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap, FuseRecord]:
+    """Fuse conv/linear (+bn) (+relu) chains; fold eval-mode batch norm into weights.
+
+    Reads the graph, `modules` (path -> ModuleSpec; types and `training` decide the pattern and
+    the mode) and `params` (path -> tensor; read for folding, never mutated). Returns the new
+    graph, params (folded tensors added under fresh paths; entries nothing reads any more
+    dropped), modules (fused specs at the roots' paths; bn/relu specs no node calls dropped) and
+    a FuseRecord. With nothing to fuse the very same graph, params and modules are returned.
+    Pure and idempotent; O(n + k log n + folded weight sizes) for n nodes and k fusions.
+    """
+    found, skipped = _find(graph, modules, params)
+    if not found:
+        return graph, params, modules, FuseRecord(skipped=skipped)
+    # Evolvers are this call's transients; only their persistent() results leave it.
+    chains = [_module_paths(graph, cand) for cand in found]
+    new_params, new_modules = params.evolver(), modules.evolver()
+    fusions = []
+    for cand in found:
+        graph, fusion = _apply(graph, new_params, new_modules, modules, cand)
+        fusions.append(fusion)
+    dropped_m, dropped_p = _drop_unread(graph, new_params, new_modules, modules, chains)
+    record = FuseRecord(tuple(fusions), skipped, dropped_m, dropped_p)
+    return graph, new_params.persistent(), new_modules.persistent(), record
+
+
+def _find(graph: Graph, modules: PMap, params: PMap) -> tuple[list[Candidate], tuple[Skip, ...]]:
+    """Candidates that fuse (at most one per root, first in table order) and the skips."""
+    calls = Counter(n.target for n in graph.node_list() if n.op == "call_module")
+    found: list[Candidate] = []
+    skipped: list[Skip] = []
+    for node in graph.node_list():
+        group = _BY_ROOT.get(type_of(node, modules)) if node.op == "call_module" else None
+        reasons: set[str] = set()
+        for pattern in group or ():
+            cand = walk(graph, modules, node, pattern)
+            if cand is None:
+                continue
+            cand = check(cand, graph, modules, params, calls)
+            if cand.reason is None:
+                found.append(cand)
+                break
+            if cand.reason not in reasons:  # a shorter pattern failing alike says nothing new
+                reasons.add(cand.reason)
+                skipped.append(Skip(pattern.name, cand.nodes, cand.reason))
+    return found, tuple(skipped)
+
+
+def _apply(graph: Graph, params, modules, original: PMap, cand: Candidate) -> tuple[Graph, Fusion]:
+    """Rewrite one chain into its root node; updates the `params`/`modules` evolvers."""
+    pattern, root = cand.pattern, graph.node(cand.nodes[0])
+    spec: ModuleSpec = original[root.target]
+    training = is_training(cand, graph, original)
+    new_type = pattern.train_type if training else pattern.eval_type
+    created: tuple[str, ...] = ()
+    if pattern.bn is None:
+        new_spec = ModuleSpec(new_type, spec.attrs, spec.params)
+    else:
+        bn = original[graph.node(cand.nodes[1]).target]
+        if training:
+            new_spec = _with_bn(spec, bn, new_type)
+        else:
+            new_spec, created = _fold(spec, bn, pattern, new_type, root.target, params)
+    modules[root.target] = new_spec
+    meta = {"fused": cand.nodes, **({"type": new_type} if "type" in root.meta else {})}
+    graph = graph.replace_node(root.with_meta(**meta))
+    graph = graph.replace_all_uses(cand.nodes[-1], root.id)
+    for nid in reversed(cand.nodes[1:]):
+        graph = graph.erase(nid)
+    return graph, Fusion(pattern.name, cand.nodes, root.id, new_type, created)
+
+
+def _with_bn(spec: ModuleSpec, bn: ModuleSpec, new_type: str) -> ModuleSpec:
+    """The QAT form: the root's attrs and params, plus the bn's under a `bn.` prefix."""
+    attrs = spec.attrs.update({f"bn.{k}": v for k, v in bn.attrs.items()})
+    names = spec.params.update({f"bn.{k}": v for k, v in bn.params.items()})
+    return ModuleSpec(new_type, attrs, names)
+
+
+def _fold(
+    spec: ModuleSpec, bn: ModuleSpec, pattern: FusePattern, new_type: str, path: str, params
+) -> tuple[ModuleSpec, tuple[str, str]]:
+    """Fold `bn` into the root's weight and bias, stored under fresh paths in `params`."""
+    bias_path = spec.param("bias")
+    weight, bias = tensor(params, spec.param("weight")), None
+    if bias_path is not None:
+        bias = tensor(params, bias_path)
+    stats = {k: tensor(params, bn.param(k)) if bn.param(k) is not None else None for k in _BN_TENSORS}
+    new_w, new_b = fold_bn(weight, bias, stats, bn.attr("eps"), layout=pattern.layout,
+                           groups=spec.attr("groups", 1))
+    w_path = _fresh(params, _join(path, "weight_fused"))
+    params[w_path] = new_w
+    b_path = _fresh(params, _join(path, "bias_fused"))
+    params[b_path] = new_b
+    names = spec.params.set("weight", w_path).set("bias", b_path)
+    return ModuleSpec(new_type, spec.attrs, names), (w_path, b_path)
+
+
+def _drop_unread(graph: Graph, params, modules, original: PMap, chains: list[tuple[str, ...]]):
+    """Remove the bn/relu specs no node calls and the params nothing reads any more.
+
+    `chains` holds the module paths each fusion involved, root first. Only what the fusions
+    orphaned is considered; everything else in the maps stays. O(n + total spec params).
+    """
+    called = {n.target for n in graph.node_list() if n.op == "call_module"}
+    attrs = tuple(n.target for n in graph.node_list() if n.op == "get_attr")
+    orphans = [p for chain in chains for p in chain[1:]]
+    dropped_m = sorted({p for p in orphans if p not in called and not _read(p, attrs)})
+    touched = {chain[0] for chain in chains} | set(dropped_m)
+    old_paths = {p for m in touched for p in original[m].params.values()}
+    for path in dropped_m:
+        del modules[path]
+    read = {p for spec in modules.persistent().values() for p in spec.params.values()}
+    dropped_p = sorted(p for p in old_paths - read if p is not None and p in params and not _read(p, attrs))
+    for path in dropped_p:
+        del params[path]
+    return tuple(dropped_m), tuple(dropped_p)
+
+
+def _module_paths(graph: Graph, cand: Candidate) -> tuple[str, ...]:
+    """The module paths a chain calls, root first (function/method relus have none)."""
+    nodes = (graph.node(nid) for nid in cand.nodes)
+    return tuple(n.target for n in nodes if n.op == "call_module")
+
+
+def _read(path: str, attr_targets: Iterable[str]) -> bool:
+    """Whether a get_attr reads `path`, a tensor under it, or the module holding it."""
+    return any(t == path or t.startswith(path + ".") or path.startswith(t + ".") for t in attr_targets)
+
+
+def _fresh(params, path: str) -> str:
+    """`path`, or `path_1`, `path_2`, ...: the first that `params` does not hold."""
+    k, out = 0, path
+    while out in params:
+        k += 1
+        out = f"{path}_{k}"
+    return out
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

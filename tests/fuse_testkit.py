@@ -1,0 +1,207 @@
+"""Test support for the fuse stage: hand-built specs, a small fx capture and an IR interpreter.
+
+The capture and the interpreter stand in for `purequant.trace` (capture and the emitter) so these
+tests do not depend on it; modules are materialised with `purequant.nn.build_module`, which is
+also what the emitter calls for specs a stage made.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx
+from pyrsistent import PMap, PVector, pmap, pvector
+
+from purequant.ir import GraphBuilder, ModuleSpec, Node, Ref, Slice, Sym
+from purequant.nn import build_module
+from purequant.qconfig.names import qualified_name, resolve_qualified_name
+
+_PLAIN = (type(None), bool, int, float, str)
+
+
+# ------------------------------------------------------------------------------ specs by hand
+def conv_spec(path: str, dim: int, cin: int, cout: int, *, bias: bool = True, groups: int = 1,
+              transpose: bool = False, training: bool = False, k: int = 3, padding: int = 1) -> ModuleSpec:
+    kind = "ConvTranspose" if transpose else "Conv"
+    attrs = {
+        "training": training, "in_channels": cin, "out_channels": cout, "kernel_size": (k,) * dim,
+        "stride": (1,) * dim, "padding": (padding,) * dim, "dilation": (1,) * dim,
+        "transposed": transpose, "output_padding": (0,) * dim, "groups": groups,
+        "padding_mode": "zeros",
+    }
+    return ModuleSpec(f"torch.nn.{kind}{dim}d", attrs,
+                      {"weight": f"{path}.weight", "bias": f"{path}.bias" if bias else None})
+
+
+def linear_spec(path: str, fin: int, fout: int, *, bias: bool = True, training: bool = False) -> ModuleSpec:
+    return ModuleSpec("torch.nn.Linear", {"training": training, "in_features": fin, "out_features": fout},
+                      {"weight": f"{path}.weight", "bias": f"{path}.bias" if bias else None})
+
+
+def bn_spec(path: str, dim: int, c: int, *, training: bool = False, affine: bool = True,
+            stats: bool = True, eps: float = 1e-5) -> ModuleSpec:
+    attrs = {"training": training, "num_features": c, "eps": eps, "momentum": 0.1,
+             "affine": affine, "track_running_stats": stats}
+    names = {"weight": f"{path}.weight" if affine else None, "bias": f"{path}.bias" if affine else None,
+             "running_mean": f"{path}.running_mean" if stats else None,
+             "running_var": f"{path}.running_var" if stats else None,
+             "num_batches_tracked": f"{path}.num_batches_tracked" if stats else None}
+    return ModuleSpec(f"torch.nn.BatchNorm{dim}d", attrs, names)
+
+
+def relu_spec(*, training: bool = False, inplace: bool = False) -> ModuleSpec:
+    return ModuleSpec("torch.nn.ReLU", {"training": training, "inplace": inplace})
+
+
+def random_tensors(modules: dict[str, ModuleSpec], seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Tensors for every path the specs name, shaped from their attrs, from a local generator."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for spec in modules.values():
+        for name, path in spec.params.items():
+            if path is not None and path not in out:
+                out[path] = _tensor_for(spec, name, g, dtype)
+    return out
+
+
+def _tensor_for(spec: ModuleSpec, name: str, g: torch.Generator, dtype) -> torch.Tensor:
+    a = spec.attrs
+    if spec.type.startswith("torch.nn.BatchNorm"):
+        c = a["num_features"]
+        if name == "num_batches_tracked":
+            return torch.tensor(7)
+        low, high = {"weight": (0.5, 1.5), "bias": (-0.5, 0.5), "running_mean": (-0.5, 0.5),
+                     "running_var": (0.5, 2.0)}[name]
+        return (low + (high - low) * torch.rand(c, generator=g, dtype=torch.float64)).to(dtype)
+    if spec.type == "torch.nn.Linear":
+        shape = (a["out_features"], a["in_features"]) if name == "weight" else (a["out_features"],)
+        fan_in = a["in_features"]
+    else:
+        cin, cout, groups = a["in_channels"], a["out_channels"], a["groups"]
+        lead = (cin, cout // groups) if a["transposed"] else (cout, cin // groups)
+        k = 1
+        for s in a["kernel_size"]:
+            k *= s
+        shape = (*lead, *a["kernel_size"]) if name == "weight" else (cout,)
+        fan_in = (cin // groups) * k
+    t = torch.randn(shape, generator=g, dtype=torch.float64) / fan_in ** 0.5
+    return torch.nn.Parameter(t.to(dtype))
+
+
+# ---------------------------------------------------------------------------------- capture
+def capture(model: torch.nn.Module) -> tuple[Any, PMap, PMap]:
+    """(graph, params, modules) of `model` via torch.fx.symbolic_trace; params are the model's
+    own tensors (shared, not copied)."""
+    gm = torch.fx.symbolic_trace(model)
+    b = GraphBuilder()
+    specs: dict[str, ModuleSpec] = {}
+    for n in gm.graph.nodes:
+        target = n.target
+        if n.op == "call_function":
+            target = qualified_name(n.target)
+        elif n.op == "output":
+            target = "output"
+        elif n.op == "call_module":
+            specs[n.target] = _spec_of(model.get_submodule(n.target), n.target)
+        args = tuple(_plain(a) for a in n.args)
+        b.add(Node(n.name, n.op, str(target), args, pmap({k: _plain(v) for k, v in n.kwargs.items()})))
+    params = dict(model.named_parameters(remove_duplicate=False))
+    params.update(model.named_buffers(remove_duplicate=False))
+    return b.finish(), pmap(params), pmap(specs)
+
+
+def _spec_of(module: torch.nn.Module, path: str) -> ModuleSpec:
+    attrs = {k: v for k, v in vars(module).items() if not k.startswith("_") and _is_plain(v)}
+    names: dict[str, str | None] = {}
+    for table in (module._parameters, module._buffers):
+        for name, t in table.items():
+            names[name] = None if t is None else f"{path}.{name}"
+    return ModuleSpec(qualified_name(type(module)), attrs, names)
+
+
+def _is_plain(v: Any) -> bool:
+    return type(v) in _PLAIN or (type(v) is tuple and all(_is_plain(x) for x in v))
+
+
+def _plain(a: Any) -> Any:
+    if isinstance(a, torch.fx.Node):
+        return Ref(a.name)
+    if isinstance(a, tuple):
+        return tuple(_plain(x) for x in a)
+    if isinstance(a, list):
+        return pvector(_plain(x) for x in a)
+    if isinstance(a, dict):
+        return pmap({k: _plain(v) for k, v in a.items()})
+    if isinstance(a, slice):
+        return Slice(_plain(a.start), _plain(a.stop), _plain(a.step))
+    if isinstance(a, torch.dtype):
+        return Sym(str(a))
+    return a
+
+
+# ------------------------------------------------------------------------------ interpreter
+def run(graph, params: PMap, modules: PMap, *inputs: torch.Tensor) -> Any:
+    """Evaluate `graph` on `inputs`: call_module nodes run `build_module(spec, params)`."""
+    built = {n.target: build_module(modules[n.target], params)
+             for n in graph.node_list() if n.op == "call_module"}
+    env: dict[str, Any] = {}
+    feed = iter(inputs)
+
+    def load(v: Any) -> Any:
+        return _load(v, env)
+
+    with torch.no_grad():
+        for n in graph.node_list():
+            args, kwargs = load(n.args), {k: load(v) for k, v in n.kwargs.items()}
+            if n.op == "placeholder":
+                env[n.id] = next(feed)
+            elif n.op == "get_attr":
+                env[n.id] = params[n.target]
+            elif n.op == "call_function":
+                env[n.id] = _function(n.target)(*args, **kwargs)
+            elif n.op == "call_method":
+                env[n.id] = getattr(args[0], n.target)(*args[1:], **kwargs)
+            elif n.op == "call_module":
+                env[n.id] = built[n.target](*args, **kwargs)
+            else:
+                return args[0]
+    raise AssertionError("graph has no output")
+
+
+def _function(name: str):
+    return {"operator.add": operator.add}.get(name) or resolve_qualified_name(name)
+
+
+def _load(v: Any, env: dict) -> Any:
+    t = type(v)
+    if t is Ref:
+        return env[v.id]
+    if t is tuple:
+        return tuple(_load(x, env) for x in v)
+    if isinstance(v, PVector):
+        return [_load(x, env) for x in v]
+    if isinstance(v, PMap):
+        return {k: _load(x, env) for k, x in v.items()}
+    if t is Slice:
+        return slice(_load(v.start, env), _load(v.stop, env), _load(v.step, env))
+    if t is Sym:
+        return resolve_qualified_name(v.name)
+    return v
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max |want|: the error relative to the output's scale."""
+    scale = want.abs().max().item()
+    return (got - want).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def snapshot(params: PMap) -> dict[str, tuple[torch.Tensor, int]]:
+    """A copy of every tensor with its version counter, to check nothing was mutated."""
+    return {k: (t.detach().clone(), t._version) for k, t in params.items()}
+
+
+def unchanged(params: PMap, snap: dict[str, tuple[torch.Tensor, int]]) -> bool:
+    return set(params) == set(snap) and all(
+        torch.equal(params[k], c) and params[k]._version == v for k, (c, v) in snap.items())
