@@ -16,9 +16,9 @@ dict with exactly one key starting with `$`:
     Graph           {"$graph": "<text format>"}
 
 Lists, dicts and sets are refused: records are immutable values. Any module-level class encodes;
-on load, classes are imported by qualified name only from trusted packages (`purequant.` unless
-the caller widens `trusted`), checked before anything is imported: a dump is data, and loading it
-must never import or run arbitrary code.
+on load, classes are imported by qualified name only from trusted packages (`purequant.`, plus
+prefixes the caller passes as `trust`), checked before anything is imported: a dump is data, and
+loading it must never import or run arbitrary code.
 """
 
 from __future__ import annotations
@@ -135,15 +135,15 @@ _ENCODERS: dict[str, Callable[[Any], Any]] = {
 
 
 # ------------------------------------------------------------------ decoding
-def from_plain(data: Any, *, trusted: tuple[str, ...] = TRUSTED) -> Any:
+def from_plain(data: Any, *, trust: tuple[str, ...] = ()) -> Any:
     """Decode plain data made by `to_plain`. O(size of data).
 
     Args:
         data: JSON-able data, as returned by `to_plain` or `json.loads`.
-        trusted: package prefixes classes may be imported from (`"purequant."` by default).
+        trust: package prefixes (`"mypkg."`) classes may be imported from besides purequant.
 
     Raises:
-        CodecError: an unknown tag, a malformed tag, or a class outside `trusted`.
+        CodecError: an unknown tag, a malformed tag, or a class outside purequant and `trust`.
     """
     t = type(data)
     if data is None or t in (bool, int, float, str):
@@ -153,40 +153,40 @@ def from_plain(data: Any, *, trusted: tuple[str, ...] = TRUSTED) -> Any:
     if t is not dict:
         raise CodecError(f"{t.__name__} is not plain data")
     if "$type" in data:
-        return _decode_attrs(data, trusted)
+        return _decode_attrs(data, trust)
     if "$enum" in data:
-        return _decode_enum(data, trusted)
+        return _decode_enum(data, trust)
     if len(data) != 1:
         raise CodecError(f"expected a one-key tag such as {{'$tuple': [...]}}, got keys {sorted(data)}")
     (tag, body), = data.items()
     decode = _DECODERS.get(tag)
     if decode is None:
         raise CodecError(f"unknown tag {tag!r} in plain data")
-    return decode(body, trusted)
+    return decode(body, trust)
 
 
-def _decode_map(body: Any, trusted: tuple[str, ...]) -> PMap:
+def _decode_map(body: Any, trust: tuple[str, ...]) -> PMap:
     if type(body) is dict:
-        return pmap({k: from_plain(v, trusted=trusted) for k, v in body.items()})
-    return pmap({from_plain(k, trusted=trusted): from_plain(v, trusted=trusted) for k, v in body})
+        return pmap({k: from_plain(v, trust=trust) for k, v in body.items()})
+    return pmap({from_plain(k, trust=trust): from_plain(v, trust=trust) for k, v in body})
 
 
-def _decode_enum(data: dict, trusted: tuple[str, ...]) -> enum.Enum:
-    cls = _load_class(data["$enum"], trusted)
+def _decode_enum(data: dict, trust: tuple[str, ...]) -> enum.Enum:
+    cls = _load_class(data["$enum"], trust)
     try:
         return cls[data["member"]]
     except (KeyError, TypeError):
         raise CodecError(f"{data['$enum']} has no member {data.get('member')!r}") from None
 
 
-def _decode_float(body: Any, trusted: tuple[str, ...]) -> float:
+def _decode_float(body: Any, trust: tuple[str, ...]) -> float:
     if body not in _FLOATS:
         raise CodecError(f"$float holds {body!r}; expected one of {sorted(_FLOATS)}")
     return _FLOATS[body]
 
 
-def _decode_attrs(data: dict, trusted: tuple[str, ...]) -> Any:
-    cls = _load_class(data["$type"], trusted)
+def _decode_attrs(data: dict, trust: tuple[str, ...]) -> Any:
+    cls = _load_class(data["$type"], trust)
     if not attrs.has(cls):
         raise CodecError(f"{data['$type']} is not an attrs class")
     by_name = {f.name: f for f in attrs.fields(cls)}
@@ -197,30 +197,31 @@ def _decode_attrs(data: dict, trusted: tuple[str, ...]) -> Any:
         f = by_name.get(name)
         if f is None or not f.init:
             raise CodecError(f"{data['$type']} has no field {name!r}")
-        kwargs[f.alias or name] = from_plain(plain, trusted=trusted)
+        kwargs[f.alias or name] = from_plain(plain, trust=trust)
     return cls(**kwargs)
 
 
-def _load_class(name: str, trusted: tuple[str, ...]) -> type:
-    obj = load_qualified(name, trusted=trusted)
+def _load_class(name: str, trust: tuple[str, ...]) -> type:
+    obj = load_qualified(name, trust=trust)
     if not isinstance(obj, type):
         raise CodecError(f"{name} is not a class")
     return obj
 
 
-def load_qualified(name: str, *, trusted: tuple[str, ...] = TRUSTED) -> Any:
+def load_qualified(name: str, *, trust: tuple[str, ...] = ()) -> Any:
     """Import the module-level object called `name` (`pkg.mod.Class`), from trusted packages only.
 
     The prefix is checked before anything is imported (importing runs a module's code), and the
     object found must itself be defined in a trusted package (no re-exported foreign objects).
 
     Raises:
-        CodecError: `name` is outside `trusted` or does not name an object.
+        CodecError: `name` is outside purequant and `trust`, or does not name an object.
     """
+    trusted = TRUSTED + tuple(trust)
     if type(name) is not str or not name.startswith(trusted):
         raise CodecError(
             f"refusing to load {name!r}: only names under {', '.join(trusted)} are loaded",
-            hint="a dump is data; pass trusted=(...) to allow another package you trust",
+            hint="a dump is data; pass trust=('yourpkg.',) to allow a package you trust",
         )
     obj = _import_longest(name)
     module = getattr(obj, "__module__", None) or ""
@@ -244,10 +245,10 @@ def _import_longest(name: str) -> Any:
 
 
 _DECODERS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
-    "$tuple": lambda b, tr: tuple(from_plain(v, trusted=tr) for v in b),
-    "$vector": lambda b, tr: pvector(from_plain(v, trusted=tr) for v in b),
-    "$set": lambda b, tr: pset(from_plain(v, trusted=tr) for v in b),
-    "$frozenset": lambda b, tr: frozenset(from_plain(v, trusted=tr) for v in b),
+    "$tuple": lambda b, tr: tuple(from_plain(v, trust=tr) for v in b),
+    "$vector": lambda b, tr: pvector(from_plain(v, trust=tr) for v in b),
+    "$set": lambda b, tr: pset(from_plain(v, trust=tr) for v in b),
+    "$frozenset": lambda b, tr: frozenset(from_plain(v, trust=tr) for v in b),
     "$map": _decode_map,
     "$float": _decode_float,
     "$ellipsis": lambda b, tr: Ellipsis,
@@ -260,6 +261,6 @@ def dumps(value: Any) -> str:
     return json.dumps(to_plain(value), indent=1, sort_keys=True) + "\n"
 
 
-def loads(text: str, *, trusted: tuple[str, ...] = TRUSTED) -> Any:
+def loads(text: str, *, trust: tuple[str, ...] = ()) -> Any:
     """Inverse of `dumps`."""
-    return from_plain(json.loads(text), trusted=trusted)
+    return from_plain(json.loads(text), trust=trust)

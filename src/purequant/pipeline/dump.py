@@ -30,7 +30,7 @@ from pyrsistent import PMap, pmap
 
 from ..errors import PurequantError
 from ..ir import parse_graph, print_graph
-from .codec import TRUSTED, from_plain, load_qualified, to_plain
+from .codec import from_plain, load_qualified, to_plain
 from .instruments import Instrument, StageContext
 from .stage import PipelineState, StageSpec
 from .tensors import load_tensor, save_tensor, tensor_digest
@@ -141,21 +141,24 @@ class DumpedStage:
     modules_out: dict
 
 
-def load_stage(folder: Path | str, *, trusted: tuple[str, ...] = TRUSTED) -> DumpedStage:
-    """Read a stage folder written by `Dump`. Imports the stage function from `trusted` only.
+def load_stage(folder: Path | str, *, trust: tuple[str, ...] = ()) -> DumpedStage:
+    """Read a stage folder written by `Dump`.
+
+    The stage function and record classes are imported from purequant and the prefixes in
+    `trust` only.
 
     Raises:
         DumpError: not a stage folder, or a file in it is missing.
-        CodecError: the function or a record class is outside `trusted`.
+        CodecError: the function or a record class is outside purequant and `trust`.
     """
     folder = Path(folder)
     if not (folder / SPEC).is_file():
         raise DumpError(f"{folder} is not a stage dump folder (no {SPEC})",
                         hint="pass a folder such as dump/000_eliminate_dead_code")
     raw = json.loads((folder / SPEC).read_text())
-    ctx = StageContext(_spec_from_plain(raw, trusted), raw["index"], tuple(raw["done"]), raw["phase"])
+    ctx = StageContext(_spec_from_plain(raw, trust), raw["index"], tuple(raw["done"]), raw["phase"])
     params_in = _read_json(folder / PARAMS_IN, {})
-    state = _input_state(folder, params_in, trusted)
+    state = _input_state(folder, params_in, trust)
     out = folder / OUTPUT
     return DumpedStage(
         ctx, state, out.read_text() if out.exists() else None,
@@ -164,17 +167,17 @@ def load_stage(folder: Path | str, *, trusted: tuple[str, ...] = TRUSTED) -> Dum
     )
 
 
-def _spec_from_plain(raw: dict, trusted: tuple[str, ...]) -> StageSpec:
-    fn = load_qualified(raw["fn"], trusted=trusted)
-    options = from_plain(raw["options"], trusted=trusted)
+def _spec_from_plain(raw: dict, trust: tuple[str, ...]) -> StageSpec:
+    fn = load_qualified(raw["fn"], trust=trust)
+    options = from_plain(raw["options"], trust=trust)
     return StageSpec(raw["name"], fn, tuple(raw["reads"]), raw["uses_params"],
                      raw["uses_modules"], options, raw["phase"])
 
 
-def _input_state(folder: Path, params_in: dict, trusted: tuple[str, ...]) -> PipelineState:
+def _input_state(folder: Path, params_in: dict, trust: tuple[str, ...]) -> PipelineState:
     graph = parse_graph(_read(folder / INPUT))
-    records = {k: from_plain(v, trusted=trusted) for k, v in _read_json(folder / RECORDS_IN, {}).items()}
-    modules = {k: from_plain(v, trusted=trusted) for k, v in _read_json(folder / MODULES_IN, {}).items()}
+    records = {k: from_plain(v, trust=trust) for k, v in _read_json(folder / RECORDS_IN, {}).items()}
+    modules = {k: from_plain(v, trust=trust) for k, v in _read_json(folder / MODULES_IN, {}).items()}
     return PipelineState(graph, load_params(folder, params_in), pmap(modules), pmap(records))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from attrs import frozen
 
 from ..ir import print_graph
-from .codec import TRUSTED, to_plain
+from .codec import to_plain
 from .dump import DumpedStage, load_stage
 from .instruments import CheckWellFormed
 from .runner import run_stage
@@ -52,18 +52,19 @@ class ReplayResult:
         return "\n".join(parts) + "\n"
 
 
-def replay(stage_dir: Path | str, *, trusted: tuple[str, ...] = TRUSTED) -> ReplayResult:
+def replay(stage_dir: Path | str, *, trust: tuple[str, ...] = ()) -> ReplayResult:
     """Re-run the stage dumped in `stage_dir` on its dumped inputs and diff the result.
 
     Args:
         stage_dir: a folder such as `dump/001_eliminate_dead_code`, written by `Dump`.
-        trusted: packages the stage function and record classes may be imported from.
+        trust: package prefixes (`"mypkg."`) the stage function and record classes may be
+            imported from, besides purequant.
 
     Returns:
         The ReplayResult. Errors the stage raises propagate, with their stage notes, so a dump
         of a failed stage reproduces the failure.
     """
-    dumped = load_stage(stage_dir, trusted=trusted)
+    dumped = load_stage(stage_dir, trust=trust)
     out, rec = run_stage(dumped.ctx, dumped.state, (CheckWellFormed(),))
     text = print_graph(out.graph)
     graph_diff = _text_diff(dumped.output, text, Path(stage_dir).name)

@@ -2,8 +2,10 @@
 
 One reverse sweep (no recursion): a node is live if it is impure or if any of its users is live.
 Users always come after the node they read, so walking the order backwards decides every user
-before the node itself. The dead nodes are then erased last-first, which erases every user of a
-dead node (all dead too) before the node. O(n + edges) for the sweep, O(k log n) to erase k nodes.
+before the node itself. O(n + edges) for the sweep. Then, measured on a 30k-node chain (one local
+erase ~90 us, one node through a builder ~45 us): a few dead nodes are erased last-first, which
+erases every user of a dead node (all dead too) before the node, O(k log n); when a third or more
+of the graph is dead, the live nodes are rebuilt through a builder instead, O(n).
 
 Impure, hence always kept:
 * `placeholder` and `output` nodes (the signature);
@@ -83,7 +85,7 @@ def eliminate_dead_code(graph: Graph, modules: PMap | None = None) -> tuple[Grap
 
     Returns:
         `(graph, DeadCodeRecord)`; the very same graph object when nothing is dead.
-        O(n + edges + k log n) for k removed nodes.
+        O(n + edges + min(k log n, n)) for k removed nodes.
     """
     live: set[str] = set()
     dead: list[str] = []  # last-first
@@ -95,9 +97,21 @@ def eliminate_dead_code(graph: Graph, modules: PMap | None = None) -> tuple[Grap
             dead.append(node.id)
     if not dead:
         return graph, DeadCodeRecord(())
-    for nid in dead:  # last-first: a dead node's users (all dead) are already erased
-        graph = graph.erase(nid)
-    return graph, DeadCodeRecord(tuple(reversed(dead)))
+    return _without(graph, dead), DeadCodeRecord(tuple(reversed(dead)))
+
+
+def _without(graph: Graph, dead: list[str]) -> Graph:
+    """`graph` minus `dead` (given last-first). Id counters are kept either way."""
+    if 3 * len(dead) < len(graph):
+        for nid in dead:  # last-first: a dead node's users (all dead) are already erased
+            graph = graph.erase(nid)
+        return graph
+    gone = set(dead)
+    b = graph.builder()
+    for node in graph.node_list():
+        if node.id not in gone:
+            b.add(node)
+    return b.finish()
 
 
 def is_impure(node: Node, modules: PMap | None = None) -> bool:
