@@ -434,8 +434,10 @@ def test_backend_default_is_a_base_the_user_entries_override():
     assert to_qconfig_spec(None, backend_default=base) == base
     # The user's regexes come first, so they win over the base's.
     top = QConfigSpec().set_module_name_regex("a", qc(1))
-    merged = layer(QConfigSpec().set_module_name_regex("a.*", qc(2)), top)
+    merged = layer(QConfigSpec().set_module_name_regex("a.*", qc(2)).set_global(qc(3)), top)
     assert resolve(merged, module_path="ab", object_type="x").qconfig == qc(1)
+    assert merged.global_qconfig == qc(3)  # top has no global: the base's stays
+    assert layer(base, QConfigSpec(), replace_global=True).global_qconfig is None
 
 
 def test_shared_torch_qconfigs_are_read_once():

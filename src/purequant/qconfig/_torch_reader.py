@@ -143,8 +143,8 @@ def _qscheme_name(qscheme: Any) -> str:
 
 def _eps(obs: Any) -> float:
     eps = getattr(obs, "eps", None)
-    if eps is None:
-        return ObserverSpec.__attrs_attrs__.eps.default
+    if eps is None:  # FixedQParams/Noop observers have none: keep the spec's default
+        return float(ObserverSpec("noop").eps)
     return float(eps.item()) if hasattr(eps, "item") else float(eps)
 
 

@@ -57,18 +57,20 @@ def to_qconfig_spec(obj: Any, *, backend_default: str | QConfigSpec | None = Non
     return layer(_base_spec(backend_default), user, replace_global=sets_global)
 
 
-def layer(base: QConfigSpec, top: QConfigSpec, *, replace_global: bool = True) -> QConfigSpec:
+def layer(base: QConfigSpec, top: QConfigSpec, *, replace_global: bool = False) -> QConfigSpec:
     """Return `top`'s entries layered over `base`'s (top wins per key).
 
     Args:
         base: the spec whose entries apply where `top` says nothing.
-        top: the spec whose entries win.
-        replace_global: take `top`'s global even when it is None (an explicit "float").
+        top: the spec whose entries win; its regexes are tried before the base's.
+        replace_global: take `top`'s global even when it is None (an explicit "float");
+            otherwise a None global in `top` keeps the base's.
     """
     regexes = dict(top.module_name_regex)
     regexes.update((r, q) for r, q in base.module_name_regex if r not in regexes)
+    use_top = replace_global or top.global_qconfig is not None
     return QConfigSpec(
-        global_qconfig=top.global_qconfig if replace_global else base.global_qconfig,
+        global_qconfig=top.global_qconfig if use_top else base.global_qconfig,
         object_type=base.object_type.update(top.object_type),
         module_name_regex=tuple(regexes.items()),
         module_name=base.module_name.update(top.module_name),
