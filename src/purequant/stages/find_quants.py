@@ -1,0 +1,203 @@
+"""Stage: decide which values are observed and how (1.7's `_find_quants`, extended).
+
+For every match, in the graph order of its root: its activation inputs get the qconfig's
+activation spec, its output gets one by its observation kind (own, fixed, or the observer of
+its first input), functional weights get the weight spec, module weights are noted by path.
+Values that share qparams point at the value whose observer they use (its owner); only
+owners get observer nodes. The first request for a value wins (torch.ao re-uses an existing observer), so
+a value is never observed twice; a conflicting later request is noted, not applied.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+from pyrsistent import PMap, pmap
+
+from ..ir import Graph
+from ..observers.spec import ObserverSpec
+from ..patterns import Observation
+from .find_matches import Match, MatchResult
+
+INPUT, OUTPUT, WEIGHT = "input", "output", "weight"
+
+
+@frozen
+class ValueQuant:
+    """How one value is observed.
+
+    Attributes:
+        spec: the observer spec.
+        is_weight: a weight (observed from parameters, no calibration data needed).
+        role: why it is observed: "input" or "output" of a match, or "weight".
+        requested_by: root id of the match that asked first.
+    """
+
+    spec: ObserverSpec
+    is_weight: bool
+    role: str
+    requested_by: str
+
+
+@frozen
+class QuantPlan:
+    """Which values are observed, which share an observer, and the weights to observe.
+
+    Attributes:
+        observe: value id -> ValueQuant, one observer each.
+        shares: value id -> the value id in `observe` whose observer it shares.
+        weights: module path (call_module weights) or get_attr id (a functional op's weight
+            parameter) -> weight spec; observed from the parameters at convert time.
+        dynamic: match root -> activation spec quantized at run time (no observer).
+        notes: value id -> a request that was not applied, and why.
+    """
+
+    observe: PMap
+    shares: PMap
+    weights: PMap
+    dynamic: PMap
+    notes: PMap
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.observe or self.shares or self.weights or self.dynamic)
+
+
+def find_quants(graph: Graph, matches: MatchResult) -> QuantPlan:
+    """Plan the observation of every matched pattern's inputs, outputs and weights.
+
+    Reads the graph (node order and ops) and the MatchResult. Graph outputs request nothing:
+    they stay float. Pure; O(n + matched edges) .
+    """
+    plan = _Planner(graph)
+    for m in matches.roots(graph):
+        _plan_match(plan, m)
+    return plan.finish()
+
+
+def _plan_match(p: _Planner, m: Match) -> None:
+    """Requests for one match: inputs, weights, then the output."""
+    qc, act = m.qconfig, m.qconfig.activation
+    if m.is_dynamic:
+        p.dynamic[m.root] = act
+    static = act is not None and not act.is_dynamic and act.dtype != "float32"
+    if static and m.observe_inputs and m.observation is not Observation.NONE:
+        for v in m.inputs:
+            p.request(v, ValueQuant(act, False, INPUT, m.root))
+    if qc.weight is not None:
+        _plan_weights(p, m, qc.weight)
+    if not static or m.output_spec is None:
+        return
+    if m.observation in (Observation.OWN_OUTPUT, Observation.FIXED):
+        p.request(m.root, ValueQuant(m.output_spec, False, OUTPUT, m.root))
+    elif m.observation is Observation.SHARES_INPUT and m.shared_inputs:
+        _plan_sharing(p, m)
+
+
+def _plan_sharing(p: _Planner, m: Match) -> None:
+    """The output uses its first input's observer; for cat/stack, so does every element.
+
+    torch.ao points each edge's observer at the first input's, so an element that had an
+    observer of its own gives it up, and values that shared it keep it for themselves.
+    """
+    first, *rest = m.shared_inputs
+    owner = p.owner(first)
+    if owner is None:  # nothing observes the input (torch.ao drops the output observer too)
+        return
+    for v in rest:
+        p.repoint(v, owner, m.root)
+    p.share(m.root, owner)
+
+
+def _plan_weights(p: _Planner, m: Match, spec: ObserverSpec) -> None:
+    if m.module_weight is not None and m.module_weight not in p.weights:
+        p.weights[m.module_weight] = spec
+    for w in m.weights:
+        if p.graph.nodes[w].op == "get_attr":
+            p.weights.setdefault(w, spec)  # a parameter: observed from params, no node
+        else:
+            p.request(w, ValueQuant(spec, True, WEIGHT, m.root))
+
+
+class _Planner:
+    """Mutable scratch state of one find_quants call; never escapes it.
+
+    Every observed value has an owner: itself when it has an observer of its own (`quant`),
+    else the value whose observer it shares (`shared`). Sharing is resolved when requested,
+    so chains (relu -> pool -> flatten) all point at the first observed value.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.quant: dict[str, ValueQuant] = {}  # owner -> how it is observed
+        self.shared: dict[str, str] = {}  # value -> owner whose observer it uses
+        self.sharers: dict[str, list[str]] = {}  # owner -> values sharing it, in request order
+        self.weights: dict[str, ObserverSpec] = {}
+        self.dynamic: dict[str, ObserverSpec] = {}
+        self.notes: dict[str, str] = {}
+
+    def owner(self, v: str) -> str | None:
+        return v if v in self.quant else self.shared.get(v)
+
+    def request(self, v: str, vq: ValueQuant) -> None:
+        """Observe `v` as `vq` unless it is observed already (then note a differing spec)."""
+        o = self.owner(v)
+        if o is None:
+            self.quant[v] = vq
+        elif _differs(self.quant[o].spec, vq.spec) and v not in self.notes:
+            have = self.quant[o]
+            self.notes[v] = (
+                f"%{vq.requested_by} asked for {_describe(vq)}; kept {_describe(have)} "
+                f"from %{have.requested_by}"
+            )
+
+    def share(self, v: str, owner: str) -> None:
+        """`v` (not observed yet) uses `owner`'s observer."""
+        self.shared[v] = owner
+        self.sharers.setdefault(owner, []).append(v)
+
+    def repoint(self, v: str, owner: str, by: str) -> None:
+        """`v` gives up its observer (own or shared) and uses `owner`'s instead."""
+        cur = self.owner(v)
+        if cur == owner or cur is None:
+            if cur is None:
+                self.share(v, owner)
+            return
+        if cur == v:
+            self._give_up(v, owner, by)
+        else:
+            self.sharers[cur].remove(v)
+            del self.shared[v]
+        self.share(v, owner)
+
+    def _give_up(self, v: str, owner: str, by: str) -> None:
+        # Values that shared v's observer keep it: the first of them becomes its owner.
+        vq = self.quant.pop(v)
+        if _differs(vq.spec, self.quant[owner].spec):
+            self.notes[v] = f"%{by} makes it share %{owner}'s observer, dropping {_describe(vq)}"
+        orphans = self.sharers.pop(v, [])
+        if orphans:
+            heir, *others = orphans
+            del self.shared[heir]
+            self.quant[heir] = vq
+            for x in others:
+                self.shared[x] = heir
+            if others:
+                self.sharers[heir] = others
+
+    def finish(self) -> QuantPlan:
+        return QuantPlan(
+            pmap(self.quant), pmap(self.shared), pmap(self.weights), pmap(self.dynamic),
+            pmap(self.notes),
+        )
+
+
+def _differs(a: ObserverSpec, b: ObserverSpec) -> bool:
+    # Only a different dtype would need a second observer in torch.ao; a different observer
+    # kind for the same dtype (histogram after fixed) simply re-uses the first.
+    return (a.dtype, a.is_dynamic) != (b.dtype, b.is_dynamic)
+
+
+def _describe(vq: ValueQuant) -> str:
+    s = vq.spec
+    extra = f" scale={s.option('scale')}" if s.kind == "fixed" else ""
+    return f"{vq.role} {s.kind}/{s.dtype}{extra}"
