@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyrsistent import pmap
 
@@ -22,6 +22,8 @@ from purequant.ir import (
 )
 from purequant.pipeline import CheckWellFormed, Dump, PipelineState, run, stage
 from purequant.stages.eliminate_dead_code import DeadCodeRecord, eliminate_dead_code, is_impure
+from purequant.testing import laws
+from purequant.testing.strategies import graphs
 
 GOLDENS = Path(__file__).parent / "goldens" / "eliminate_dead_code"
 CASES = sorted(p.stem for p in GOLDENS.glob("*.before"))
@@ -142,3 +144,11 @@ def test_laws_on_random_graphs(recipe, outputs):
         if is_impure(node):
             assert node.id in out and all(i in out for i in node.input_ids())
     assert eliminate_dead_code(out)[0] is out
+
+
+@settings(max_examples=60, deadline=None)
+@given(graphs())
+def test_shared_stage_laws(graph):
+    laws.check_laws(eliminate_dead_code, graph, idempotent=True)
+    out, _ = eliminate_dead_code(graph)
+    laws.check_noop_identity(eliminate_dead_code, out)
