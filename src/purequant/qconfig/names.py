@@ -72,7 +72,7 @@ def qualified_name(obj: Any, *, strict: bool = True) -> str:
     try:
         return _cached_name(obj)
     except TypeError:  # unhashable objects bypass the cache
-        return _compute_name(obj, strict=True) if strict else _fallback_or_name(obj)
+        return _compute_name(obj) if strict else _fallback_or_name(obj)
     except QualifiedNameError:
         if strict:
             raise
@@ -147,10 +147,10 @@ def _is_nameable(obj: Any) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _cached_name(obj: Any) -> str:
     # lru_cache does not cache exceptions, so failures are recomputed (and re-raised) each time.
-    return _compute_name(obj, strict=True)
+    return _compute_name(obj)
 
 
-def _compute_name(obj: Any, *, strict: bool) -> str:
+def _compute_name(obj: Any) -> str:
     tried: list[str] = []
     for module in _home_modules(obj):
         candidates = _candidates(obj, module)
@@ -171,7 +171,7 @@ def _compute_name(obj: Any, *, strict: bool) -> str:
 
 def _fallback_or_name(obj: Any) -> str:
     try:
-        return _compute_name(obj, strict=True)
+        return _compute_name(obj)
     except QualifiedNameError:
         module = getattr(obj, "__module__", None) or "<unknown>"
         qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
