@@ -8,12 +8,20 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
-from pyrsistent import pmap
-
 from fuse_testkit import (
-    bn_spec, capture, conv_spec, linear_spec, random_tensors, rel_err, relu_spec, run, snapshot,
+    bn_spec,
+    capture,
+    conv_spec,
+    linear_spec,
+    random_tensors,
+    rel_err,
+    relu_spec,
+    run,
+    snapshot,
     unchanged,
 )
+from pyrsistent import pmap
+
 from purequant.ir import GraphBuilder, ModuleSpec, Node, Ref, check_graph, parse_graph, print_graph
 from purequant.models import ZOO
 from purequant.nn import ConvBn2d, ConvReLU2d, build_module
