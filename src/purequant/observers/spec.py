@@ -58,6 +58,7 @@ class ObserverSpec:
         dtype: quantized dtype name, one of DTYPES.
         qscheme: one of QSCHEMES.
         quant_min: lowest integer value (None: the dtype's full range, narrowed by reduce_range).
+            A given range is the effective one: reduce_range does not halve it again.
         quant_max: highest integer value.
         reduce_range: use one bit less of range (for kernels that accumulate in 16 bits).
         ch_axis: channel axis for per-channel kinds.
@@ -120,13 +121,14 @@ class ObserverSpec:
 class QParams:
     """Quantization parameters for one value: plain numbers, JSON-serialisable.
 
-    Per-tensor qparams have one-element `scale` and `zero_point` and `axis` None.
+    Per-tensor qparams have one-element `scale` and `zero_point` and `axis` None. Zero points are
+    ints, except for `per_channel_affine_float_qparams`, whose zero points are floats.
     """
 
     dtype: str
     qscheme: str
     scale: tuple[float, ...]
-    zero_point: tuple[int, ...]
+    zero_point: tuple[int, ...] | tuple[float, ...]
     quant_min: int
     quant_max: int
     axis: int | None = None

@@ -7,6 +7,7 @@ resolves defaults, nested `with_args` and callable args; the instance is then re
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -29,24 +30,28 @@ _QSCHEMES = {
 }
 
 
-def _instance(obs_or_partial: Any) -> Any:
+def _instance(obs_or_partial: Any) -> tuple[Any, bool]:
+    """The observer instance to read, and whether it sat inside a FakeQuantize."""
     from torch.ao.quantization.fake_quantize import FakeQuantizeBase
     from torch.ao.quantization.observer import ObserverBase
 
     obj = obs_or_partial
     if not isinstance(obj, (ObserverBase, FakeQuantizeBase)):
         try:
-            obj = obj()
-        except TypeError as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao's reduce_range deprecation chatter
+                obj = obj()
+        except Exception as e:
             raise ObserverConfigError(
                 f"cannot instantiate {obs_or_partial!r} to read it ({e}); pass an instance or "
                 "a .with_args(...) partial with all required arguments"
             ) from None
-    if isinstance(obj, FakeQuantizeBase):
+    fake_quant = isinstance(obj, FakeQuantizeBase)
+    if fake_quant:
         obj = obj.activation_post_process
     if not isinstance(obj, ObserverBase):
         raise ObserverConfigError(f"{obs_or_partial!r} is not a torch.ao observer or FakeQuantize")
-    return obj
+    return obj, fake_quant
 
 
 def _kind(obs: Any) -> tuple[str, dict[str, Any]]:
@@ -54,21 +59,23 @@ def _kind(obs: Any) -> tuple[str, dict[str, Any]]:
 
     # Most specific classes first: the moving averages subclass the plain min/max observers.
     if isinstance(obs, o.MovingAveragePerChannelMinMaxObserver):
-        return "moving_average_per_channel_minmax", {"averaging_constant": obs.averaging_constant}
+        return "moving_average_per_channel_minmax", {"averaging_constant": float(obs.averaging_constant)}
     if isinstance(obs, o.PerChannelMinMaxObserver):
         return "per_channel_minmax", {}
     if isinstance(obs, o.MovingAverageMinMaxObserver):
-        return "moving_average_minmax", {"averaging_constant": obs.averaging_constant}
+        return "moving_average_minmax", {"averaging_constant": float(obs.averaging_constant)}
     if isinstance(obs, o.MinMaxObserver):
         return "minmax", {}
     if isinstance(obs, o.HistogramObserver):
-        return "histogram", {"bins": obs.bins, "upsample_rate": obs.upsample_rate}
+        return "histogram", {"bins": int(obs.bins), "upsample_rate": int(obs.upsample_rate)}
     if isinstance(obs, o.FixedQParamsObserver):
         return "fixed", {"scale": float(obs.scale.item()), "zero_point": int(obs.zero_point.item())}
     if isinstance(obs, o.PlaceholderObserver):
         return "placeholder", {}
     if isinstance(obs, o.NoopObserver):
         return "noop", {}
+    if isinstance(obs, o.ReuseInputObserver):
+        return "noop", {"reuse_input": True}
     raise ObserverConfigError(
         f"{type(obs).__name__} has no purequant equivalent (supported: MinMax, MovingAverageMinMax, "
         "PerChannelMinMax, MovingAveragePerChannelMinMax, Histogram, FixedQParams, Placeholder, Noop)"
@@ -85,30 +92,28 @@ def from_torch_observer(obs_or_partial: Any) -> ObserverSpec:
     """The ObserverSpec equivalent to a torch.ao observer or FakeQuantize.
 
     Reads a class, an instance or a `with_args` partial of either. A customized quant range is
-    recorded as the instance's final quant_min/quant_max with reduce_range=False (torch.ao has
-    already halved it), which gives the same qparams. Returns a new spec. Raises
-    ObserverConfigError for observers or dtypes without an equivalent.
+    recorded as the instance's effective quant_min/quant_max (torch.ao has already halved it
+    under reduce_range; spec ranges are effective), which gives the same qparams. The result
+    matches the qconfig layer's reader field for field (FakeQuantize wrappers get option
+    fake_quant=True, ReuseInputObserver is a noop with reuse_input=True). Returns a new spec.
+    Raises ObserverConfigError for observers or dtypes without an equivalent.
     """
-    obs = _instance(obs_or_partial)
+    obs, fake_quant = _instance(obs_or_partial)
     kind, options = _kind(obs)
-    fields: dict[str, Any] = {
-        "kind": kind,
-        "dtype": _lookup(_DTYPES, obs.dtype, "dtype"),
-        "is_dynamic": bool(getattr(obs, "is_dynamic", False)),
-        "options": options,
-    }
+    if fake_quant:
+        options["fake_quant"] = True
+    custom = getattr(obs, "has_customized_qrange", True)  # Placeholder/Fixed/Noop keep theirs
+    eps = getattr(obs, "eps", None)
     qscheme = getattr(obs, "qscheme", None)
-    if qscheme is not None:
-        fields["qscheme"] = _lookup(_QSCHEMES, qscheme, "qscheme")
-    if hasattr(obs, "ch_axis"):
-        fields["ch_axis"] = obs.ch_axis
-    if isinstance(getattr(obs, "eps", None), torch.Tensor):
-        fields["eps"] = float(obs.eps.item())
-    if kind in ("placeholder", "noop"):
-        if getattr(obs, "quant_min", None) is not None and getattr(obs, "quant_max", None) is not None:
-            fields["quant_min"], fields["quant_max"] = obs.quant_min, obs.quant_max
-    elif kind == "fixed" or obs.has_customized_qrange:
-        fields["quant_min"], fields["quant_max"] = obs.quant_min, obs.quant_max
-    else:
-        fields["reduce_range"] = bool(obs.reduce_range)
-    return ObserverSpec(**fields)
+    return ObserverSpec(
+        kind=kind,
+        dtype=_lookup(_DTYPES, obs.dtype, "dtype"),
+        qscheme="per_tensor_affine" if qscheme is None else _lookup(_QSCHEMES, qscheme, "qscheme"),
+        quant_min=getattr(obs, "quant_min", None) if custom else None,
+        quant_max=getattr(obs, "quant_max", None) if custom else None,
+        reduce_range=bool(getattr(obs, "reduce_range", False)),
+        ch_axis=int(getattr(obs, "ch_axis", 0)),
+        is_dynamic=bool(getattr(obs, "is_dynamic", False)),
+        eps=ObserverSpec("noop").eps if eps is None else float(eps.item() if hasattr(eps, "item") else eps),
+        options=options,
+    )
