@@ -107,7 +107,11 @@ def run_observed(
     collector. Observation is sequential (moving averages depend on order). O(batches * graph).
     """
     collector = _Collector(start, where)
-    gm = module_for(collector)
+
+    def purequant_observe(value: Any, key: str) -> Any:  # fx's codegen wants a named function
+        return collector(value, key)
+
+    gm = module_for(purequant_observe)
     count = start.batches
     with torch.no_grad():
         for batch in batches:
