@@ -180,8 +180,8 @@ def _unpack(spec: StageSpec, result: Any, graph: Graph, tables: tuple) -> tuple[
 
 
 def _convention(spec: StageSpec, what: str) -> StageError:
-    n = len(_tables_names(spec))
-    shape = "(graph, record)" + (f" or (graph, {', '.join(_tables_names(spec))}, record)" if n else "")
+    names = _tables_names(spec)
+    shape = "(graph, record)" + (f" or (graph, {', '.join(names)}, record)" if names else "")
     return StageError(
         f"stage {what}; it must return a record (analysis) or {shape}",
         stage=spec.name,
