@@ -28,6 +28,7 @@ from .pattern import Pat, seq
 
 NN, F = "torch.nn.", "torch.nn.functional."
 NNI, NNIQAT, NNQAT = "torch.ao.nn.intrinsic.", "torch.ao.nn.intrinsic.qat.", "torch.ao.nn.qat."
+PQ = "purequant.nn."  # the fused modules purequant's own `fuse` stage makes
 
 OWN, SHARES, FIXED, NONE = (
     Observation.OWN_OUTPUT, Observation.SHARES_INPUT, Observation.FIXED, Observation.NONE,
@@ -108,22 +109,28 @@ def _e(name: str, pattern: Pat, priority: int, observation: Observation, configs
 
 # --- families ---------------------------------------------------------------------------------
 def conv_entries(d: int, cfg) -> list[PatternEntry]:
-    """conv{d}d and conv_transpose{d}d: modules, QAT and fused modules, functional, + relu / bn."""
+    """conv{d}d and conv_transpose{d}d: modules, QAT and fused modules, functional, + relu / bn.
+
+    Fused entries accept purequant's fused modules (what `fuse` makes, named in
+    `fused_module`) and torch.ao's intrinsic ones (models fused by torch.ao).
+    """
     conv, convt, bn = module(f"{NN}Conv{d}d"), module(f"{NN}ConvTranspose{d}d"), module(f"{NN}BatchNorm{d}d")
     qat, func = f"{NNQAT}Conv{d}d", function(f"torch.conv{d}d")
-    fused = {k: f"{NNI}Conv{k}{d}d" for k in ("ReLU", "Bn", "BnReLU")}
-    fqat = {k: f"{NNIQAT}Conv{k}{d}d" for k in ("ReLU", "Bn", "BnReLU")}
+    kinds = ("ReLU", "Bn", "BnReLU")
+    ours = {k: f"{PQ}Conv{k}{d}d" for k in kinds}
+    fused = {k: module(ours[k], f"{NNI}Conv{k}{d}d", f"{NNIQAT}Conv{k}{d}d") for k in kinds}
+    fqat = {k: f"{NNIQAT}Conv{k}{d}d" for k in kinds}
     mw = {"module_weight": True}
     return [
         _e(f"conv{d}d", Pat(conv | module(qat)), P1, OWN, cfg, "conv", qat_module=qat, **mw),
         _e(f"conv{d}d_functional", Pat(func), P1, OWN, cfg, "conv", **FUNCTIONAL_WEIGHTS),
-        _e(f"conv{d}d_relu", seq(conv, RELU), P2, OWN, cfg, "conv", fused_module=fused["ReLU"], qat_module=fqat["ReLU"], **mw),
+        _e(f"conv{d}d_relu", seq(conv, RELU), P2, OWN, cfg, "conv", fused_module=ours["ReLU"], qat_module=fqat["ReLU"], **mw),
         _e(f"conv{d}d_functional_relu", seq(func, RELU), P2, OWN, cfg, "conv", **FUNCTIONAL_WEIGHTS),
-        _e(f"conv{d}d_bn", seq(conv, bn), P2, OWN, cfg, "conv", fused_module=fused["Bn"], qat_module=fqat["Bn"], **mw),
-        _e(f"conv{d}d_bn_relu", seq(conv, bn, RELU), P3, OWN, cfg, "conv", fused_module=fused["BnReLU"], qat_module=fqat["BnReLU"], **mw),
-        _e(f"conv{d}d_relu_fused", Pat(module(fused["ReLU"], fqat["ReLU"])), P1, OWN, cfg, "conv", qat_module=fqat["ReLU"], **mw),
-        _e(f"conv{d}d_bn_fused", Pat(module(fused["Bn"], fqat["Bn"])), P1, OWN, cfg, "conv", qat_module=fqat["Bn"], **mw),
-        _e(f"conv{d}d_bn_relu_fused", Pat(module(fused["BnReLU"], fqat["BnReLU"])), P1, OWN, cfg, "conv", qat_module=fqat["BnReLU"], **mw),
+        _e(f"conv{d}d_bn", seq(conv, bn), P2, OWN, cfg, "conv", fused_module=ours["Bn"], qat_module=fqat["Bn"], **mw),
+        _e(f"conv{d}d_bn_relu", seq(conv, bn, RELU), P3, OWN, cfg, "conv", fused_module=ours["BnReLU"], qat_module=fqat["BnReLU"], **mw),
+        _e(f"conv{d}d_relu_fused", Pat(fused["ReLU"]), P1, OWN, cfg, "conv", qat_module=fqat["ReLU"], **mw),
+        _e(f"conv{d}d_bn_fused", Pat(fused["Bn"]), P1, OWN, cfg, "conv", qat_module=fqat["Bn"], **mw),
+        _e(f"conv{d}d_bn_relu_fused", Pat(fused["BnReLU"]), P1, OWN, cfg, "conv", qat_module=fqat["BnReLU"], **mw),
         _e(f"conv_transpose{d}d", Pat(convt), P1, OWN, cfg, "conv_transpose", **mw),
         _e(f"conv_transpose{d}d_bn", seq(convt, bn), P2, OWN, cfg, "conv_transpose", note="fuse folds the bn into the transposed conv itself", **mw),
         _e(f"conv_transpose{d}d_functional", Pat(function(f"torch.conv_transpose{d}d")), P1, OWN, cfg, "conv_transpose", **FUNCTIONAL_WEIGHTS),
@@ -133,17 +140,18 @@ def conv_entries(d: int, cfg) -> list[PatternEntry]:
 def linear_entries(cfg) -> list[PatternEntry]:
     """Linear: module, QAT, functional, + relu, + bn1d, and their fused modules."""
     lin, qat, func, bn = module(NN + "Linear"), NNQAT + "Linear", function(F + "linear"), module(NN + "BatchNorm1d")
-    relu_f, bn_f = NNI + "LinearReLU", NNI + "LinearBn1d"
     relu_q, bn_q = NNIQAT + "LinearReLU", NNIQAT + "LinearBn1d"
+    relu_f = module(PQ + "LinearReLU", NNI + "LinearReLU", relu_q)
+    bn_f = module(PQ + "LinearBn1d", NNI + "LinearBn1d", bn_q)
     mw = {"module_weight": True}
     return [
         _e("linear", Pat(lin | module(qat)), P1, OWN, cfg, "linear", qat_module=qat, **mw),
         _e("linear_functional", Pat(func), P1, OWN, cfg, "linear", **FUNCTIONAL_WEIGHTS),
-        _e("linear_relu", seq(lin, RELU), P2, OWN, cfg, "linear", fused_module=relu_f, qat_module=relu_q, **mw),
+        _e("linear_relu", seq(lin, RELU), P2, OWN, cfg, "linear", fused_module=PQ + "LinearReLU", qat_module=relu_q, **mw),
         _e("linear_functional_relu", seq(func, RELU), P2, OWN, cfg, "linear", **FUNCTIONAL_WEIGHTS),
-        _e("linear_bn", seq(lin, bn), P2, OWN, cfg, "linear", fused_module=bn_f, qat_module=bn_q, **mw),
-        _e("linear_relu_fused", Pat(module(relu_f, relu_q)), P1, OWN, cfg, "linear", qat_module=relu_q, **mw),
-        _e("linear_bn_fused", Pat(module(bn_f, bn_q)), P1, OWN, cfg, "linear", qat_module=bn_q, **mw),
+        _e("linear_bn", seq(lin, bn), P2, OWN, cfg, "linear", fused_module=PQ + "LinearBn1d", qat_module=bn_q, **mw),
+        _e("linear_relu_fused", Pat(relu_f), P1, OWN, cfg, "linear", qat_module=relu_q, **mw),
+        _e("linear_bn_fused", Pat(bn_f), P1, OWN, cfg, "linear", qat_module=bn_q, **mw),
     ]
 
 
