@@ -2,7 +2,12 @@
 
 __version__ = "0.1.0"
 
+from .api import Prepared, calibrate, observe_batch, prepare  # noqa: E402
+from .calibration import CalibrationStats, merge_stats  # noqa: E402
 from .pipeline.replay import replay  # noqa: E402
 from .trace import Traced, to_graph_module, trace  # noqa: E402
 
-__all__ = ["Traced", "replay", "to_graph_module", "trace"]
+__all__ = [
+    "CalibrationStats", "Prepared", "Traced", "calibrate", "merge_stats", "observe_batch",
+    "prepare", "replay", "to_graph_module", "trace",
+]

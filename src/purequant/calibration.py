@@ -18,7 +18,7 @@ from attrs import frozen
 from pyrsistent import PMap, pmap
 
 from .errors import StageError
-from .ir import Graph, GraphBuilder, Node
+from .ir import Graph, GraphBuilder, Node, Ref
 from .observers import ObserverSpec, init_stats, merge, observe
 
 OBSERVE = "purequant.observe"
@@ -71,6 +71,24 @@ def keyed_observers(graph: Graph) -> Graph:
             node = Node(
                 node.id, node.op, node.target, node.args, node.kwargs.set("key", node.id), node.meta
             )
+        b.add(node)
+    return b.finish()
+
+
+def strip_observers(graph: Graph) -> Graph:
+    """The graph with every observer removed and its readers reading the observed value.
+
+    Pure; O(n). The inverse of observer insertion (a property test checks exactly that).
+    """
+    if not any(n.op == "call_function" and n.target == OBSERVE for n in graph.node_list()):
+        return graph
+    b, alias = GraphBuilder(), {}
+    for node in graph.node_list():
+        if node.op == "call_function" and node.target == OBSERVE:
+            alias[node.id] = alias.get(node.args[0].id, node.args[0].id)
+            continue
+        if alias:
+            node = node.map_refs(lambda i: Ref(alias.get(i, i)))
         b.add(node)
     return b.finish()
 

@@ -7,14 +7,16 @@ calibration runner can pass the node id without re-wrapping the exception.
 
 from __future__ import annotations
 
+from ..errors import PurequantError
+
 
 def located(message: str, where: str | None) -> str:
     """Prefix `message` with its location. Reads nothing else; O(len(message))."""
     return f"{where}: {message}" if where else message
 
 
-class ObserverError(Exception):
-    """Base class of every observer error."""
+class ObserverError(PurequantError):
+    """Base class of every observer error (part of purequant's one hierarchy)."""
 
 
 class ObserverConfigError(ObserverError, ValueError):
