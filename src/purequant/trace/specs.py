@@ -1,0 +1,96 @@
+"""Reading a model's modules and tensors into plain data (ModuleSpec) and a params table.
+
+Everything here only reads the model: no attribute is set, nothing is copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pyrsistent import pmap
+
+from ..ir import ModuleSpec
+from ..qconfig.names import qualified_name
+
+_SCALARS = (type(None), bool, int, float, str)
+
+
+def type_name(cls: type) -> str:
+    """Qualified name of a class; `module.qualname` for classes that cannot be imported by name."""
+    return qualified_name(cls, strict=False)
+
+
+def is_plain(value: Any) -> bool:
+    """True for None, bool, int, float, str and (nested) tuples of those."""
+    if type(value) in _SCALARS:
+        return True
+    return type(value) is tuple and all(is_plain(v) for v in value)
+
+
+def plain_attrs(module: torch.nn.Module) -> dict[str, Any]:
+    """The module's public plain hyperparameters, read from its `__dict__` (plus `training`).
+
+    O(attributes). Private names (`_reversed_padding_repeated_twice`) and anything that is not
+    plain (tensors, modules, lists, callables) are left out.
+    """
+    return {
+        k: v for k, v in vars(module).items()
+        if k[0] != "_" and (type(v) in _SCALARS or is_plain(v))
+    }
+
+
+def module_spec(module: torch.nn.Module, path: str, interned: dict | None = None) -> ModuleSpec:
+    """The ModuleSpec of `module` sitting at `path` in the model.
+
+    `params` maps every local parameter and buffer name, nested ones included
+    (`out_proj.weight`), to its full path; a declared-but-absent one (a conv's bias with
+    `bias=False`) maps to None. O(parameters and submodules of `module`).
+
+    `interned`, when given, is a dict shared across calls: equal attrs maps are built once and
+    shared (a model's many identical layers then cost one map).
+    """
+    attrs = plain_attrs(module)
+    if interned is None:
+        attrs_map = pmap(attrs)
+    else:
+        key = (type(module), tuple([(k, _typed(v)) for k, v in attrs.items()]))
+        attrs_map = interned.get(key)
+        if attrs_map is None:
+            attrs_map = interned[key] = pmap(attrs)
+    params: dict[str, str | None] = {}
+    subs = module.named_modules(remove_duplicate=False) if module._modules else (("", module),)
+    for sub_path, sub in subs:
+        for table in (sub._parameters, sub._buffers):
+            for name, tensor in table.items():
+                local = f"{sub_path}.{name}" if sub_path else name
+                if local not in params:
+                    params[local] = None if tensor is None else _join(path, local)
+    return ModuleSpec(type_name(type(module)), attrs_map, pmap(params))
+
+
+def params_table(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of `model` by full path, shared ones under each path. O(n)."""
+    table: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    table.update(model.named_buffers(remove_duplicate=False))
+    return table
+
+
+def attr_at(model: torch.nn.Module, path: str) -> Any:
+    """The object at dotted `path` under `model`, by plain attribute reads. O(depth)."""
+    obj: Any = model
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _typed(value: Any) -> Any:
+    # 1 == 1.0 == True: a cache key must tell them apart, or one module's spec would get
+    # another's value with the wrong type.
+    if type(value) is tuple:
+        return (tuple, tuple([_typed(v) for v in value]))
+    return (type(value), value)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
