@@ -94,26 +94,21 @@ class DTypeConfig:
     weight_constraint: Constraint | None = None
 
     def rejection(self, qconfig: Any, has_weight: bool) -> str | None:
-        """Why this config does not accept `qconfig`, or None when it does."""
-        act = qconfig.activation
+        """Why this config does not accept `qconfig`: "dtypes" when the dtypes differ, a
+        constraint violation otherwise; None when it accepts it."""
+        act, w = qconfig.activation, qconfig.weight
         act_dtype = act.dtype if act is not None else "float32"
         dynamic = bool(act is not None and act.is_dynamic)
         if dynamic != self.is_dynamic or act_dtype != self.activation:
-            return f"activation {act_dtype}{' dynamic' if dynamic else ''} is not {self}"
+            return "dtypes"
         if has_weight and self.weight is not None:
-            w = qconfig.weight
-            w_dtype = w.dtype if w is not None else "float32"
-            if w_dtype != self.weight:
-                return f"weight {w_dtype} is not {self}"
-            if w is not None and self.weight_constraint is not None:
-                why = self.weight_constraint.violation(w)
-                if why:
-                    return f"weight {why} ({self})"
-        if act is not None and self.activation_constraint is not None:
-            why = self.activation_constraint.violation(act)
+            if (w.dtype if w is not None else "float32") != self.weight:
+                return "dtypes"
+            why = self.weight_constraint.violation(w) if w is not None and self.weight_constraint else None
             if why:
-                return f"activation {why} ({self})"
-        return None
+                return f"weight {why} (for {self})"
+        why = self.activation_constraint.violation(act) if act is not None and self.activation_constraint else None
+        return f"activation {why} (for {self})" if why else None
 
     def __str__(self) -> str:
         text = self.activation + (" dynamic" if self.is_dynamic else "")
@@ -191,7 +186,11 @@ class PatternEntry:
         """Why no dtype config accepts `qconfig` (None: one does). `qconfig` is not None."""
         reasons = [dc.rejection(qconfig, self.has_weight) for dc in self.dtype_configs]
         if all(reasons):
-            return "; ".join(dict.fromkeys(r for r in reasons if r))
+            specific = [r for r in dict.fromkeys(reasons) if r != "dtypes"]
+            if specific:
+                return "; ".join(specific)
+            accepts = ", ".join(str(dc) for dc in self.dtype_configs)
+            return f"dtypes {_describe_dtypes(qconfig, self.has_weight)} not supported (accepts {accepts})"
         return self._fixed_mismatch(qconfig.activation)
 
     def accepted_config(self, qconfig: Any) -> DTypeConfig | None:
@@ -226,6 +225,14 @@ class PatternEntry:
             if tuple(got) != tuple(want):
                 return f"fixed qparams {got} differ from the op's {tuple(want)}"
         return None
+
+
+def _describe_dtypes(qconfig: Any, has_weight: bool) -> str:
+    act, w = qconfig.activation, qconfig.weight
+    text = (act.dtype if act is not None else "float32") + (" dynamic" if act is not None and act.is_dynamic else "")
+    if has_weight:
+        text += f"/{w.dtype if w is not None else 'float32'} weight"
+    return text
 
 
 def caller_source(depth: int = 1) -> str:

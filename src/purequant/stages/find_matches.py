@@ -129,11 +129,13 @@ def _match_node(ctx: _Ctx, table: PatternTable, nid: str, taken) -> tuple[Match 
         hit = match_at(entry.pattern, ctx.graph, ctx.modules, nid)
         if hit is None or any(n in taken for n in hit[0]):
             continue
+        if ctx.qconfigs.get(nid) is None:
+            # The root stays float, so no pattern rooted here can be kept; its inputs are
+            # visited on their own later.
+            return None, ["qconfig is None (left in float)"]
         qc, why = _shared_qconfig(ctx, entry, hit[0])
         if why is not None:
             reasons.append(f"{entry.name}: {why}")
-            if qc is None and ctx.qconfigs.get(nid) is None:
-                break  # the root is float: no pattern rooted here can be kept
             continue
         return _build(ctx, entry, hit[0], hit[1], qc), reasons
     return None, reasons
@@ -142,13 +144,12 @@ def _match_node(ctx: _Ctx, table: PatternTable, nid: str, taken) -> tuple[Match 
 def _shared_qconfig(ctx: _Ctx, entry: PatternEntry, nodes: tuple[str, ...]) -> tuple[Any, str | None]:
     """The qconfig all `nodes` share and the entry accepts, or (None, why not)."""
     qcs = [ctx.qconfigs.get(n) for n in nodes]
-    if all(q is None for q in qcs):
-        return None, "qconfig is None (left in float)"
-    if any(q != qcs[0] for q in qcs[1:]):
-        odd = [n for n, q in zip(nodes, qcs) if q != qcs[-1]]
+    root_qc = qcs[-1]
+    odd = [n for n, q in zip(nodes, qcs) if q != root_qc]
+    if odd:
         return None, f"qconfig of {', '.join('%' + n for n in odd)} differs from the root's"
-    why = entry.rejection(qcs[0])
-    return (None, f"dtypes not supported: {why}") if why else (qcs[0], None)
+    why = entry.rejection(root_qc)
+    return (None, why) if why else (root_qc, None)
 
 
 def _build(ctx: _Ctx, entry: PatternEntry, nodes: tuple[str, ...], anchor: str, qc: Any) -> Match:
