@@ -71,7 +71,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="purequant", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="purequant", description="Quantize PyTorch models through pure functions over immutable graphs.",
+        epilog="examples:\n  purequant show resnet18\n  purequant replay dump/001_eliminate_dead_code",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"purequant {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
