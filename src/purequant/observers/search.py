@@ -2,8 +2,9 @@
 
 * "percentile": clip to the p-th percentile of |x| (tails="abs") or to the (100-p)-th and p-th
   percentiles (tails="both"); linear interpolation within a bin.
-* "mse": among ranges alpha * [min, max] (alpha = k / grid), pick the one whose quantize-dequantize
-  round trip has the least squared error over the histogram (bin centres stand for their values).
+* "mse": among ranges with ends alpha * min, alpha * max (alpha = k / grid), pick the one whose
+  quantize-dequantize round trip has the least squared error over the histogram (bin centres
+  stand for their values); affine ends are searched one at a time.
 * "entropy": TensorRT-style KL calibration on the |x| histogram: the threshold whose clipped,
   requantized distribution diverges least from the original.
 
@@ -81,29 +82,47 @@ def percentile_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, flo
     return f32(lo), f32(max(lo, hi))
 
 
-def mse_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, float]:
-    """The candidate range alpha * base with least quantization MSE. O(grid * nonzero bins)."""
-    counts = h.counts.numpy()
-    (nonzero,) = np.nonzero(counts)
-    w, half = h.bin_width(), counts.shape[0] // 2
-    centres = torch.from_numpy(np.clip((nonzero - half + 0.5) * w, h.min_val, h.max_val))
-    weights = torch.from_numpy(counts[nonzero].astype(np.float64))
-    if spec.symmetric:
-        top = max(-h.min_val, h.max_val)
-        base_lo, base_hi = -top, top
-    else:
-        base_lo, base_hi = min(h.min_val, 0.0), max(h.max_val, 0.0)
-    grid = spec.option("grid", 100)
-    alphas = torch.arange(1, grid + 1, dtype=torch.float64) / grid
-    lo, hi = (alphas * base_lo).float(), (alphas * base_hi).float()
+def _best(spec: ObserverSpec, lo: torch.Tensor, hi: torch.Tensor, centres: torch.Tensor,
+          weights: torch.Tensor) -> int:
+    """Index of the candidate range [lo[k], hi[k]] with least weighted round-trip error.
+
+    Ties go to the widest candidate (the last). O(candidates * len(centres)).
+    """
     qr = quant_range(spec)
     scale, zero_point = scale_zero_point(spec, qr, lo, hi)
     s, z = scale.double()[:, None], zero_point.double()[:, None]
     q = torch.clamp(torch.round(centres / s) + z, qr.qmin, qr.qmax)
     error = (((q - z) * s - centres) ** 2 * weights).sum(dim=1)
-    # Ties go to the widest range (least clipping): search from the end.
-    best = grid - 1 - int(torch.argmin(error.flip(0)))
-    return float(lo[best]), float(hi[best])
+    return lo.shape[0] - 1 - int(torch.argmin(error.flip(0)))
+
+
+def mse_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, float]:
+    """The range with least quantization MSE over the histogram. O(grid * nonzero bins).
+
+    Symmetric: thresholds alpha * max|x|. Affine: coordinate descent, two rounds of the upper
+    end alpha * max (lower end fixed) then the lower end alpha * min, so an outlier on one side
+    does not drag the other side in.
+    """
+    counts = h.counts.numpy()
+    (nonzero,) = np.nonzero(counts)
+    w, half = h.bin_width(), counts.shape[0] // 2
+    centres = torch.from_numpy(np.clip((nonzero - half + 0.5) * w, h.min_val, h.max_val))
+    weights = torch.from_numpy(counts[nonzero].astype(np.float64))
+    grid = spec.option("grid", 100)
+    alphas = torch.arange(1, grid + 1, dtype=torch.float64) / grid
+    if spec.symmetric:
+        top = max(-h.min_val, h.max_val)
+        lo, hi = (alphas * -top).float(), (alphas * top).float()
+        k = _best(spec, lo, hi, centres, weights)
+        return float(lo[k]), float(hi[k])
+    base_lo, base_hi = min(h.min_val, 0.0), max(h.max_val, 0.0)
+    lo, hi = f32(base_lo), f32(base_hi)
+    for _ in range(2):
+        his = (alphas * base_hi).float()
+        hi = float(his[_best(spec, torch.full_like(his, lo), his, centres, weights)])
+        los = (alphas * base_lo).float()
+        lo = float(los[_best(spec, los, torch.full_like(los, hi), centres, weights)])
+    return lo, hi
 
 
 def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
