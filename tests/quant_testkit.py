@@ -41,6 +41,12 @@ QCONFIGS = {
     ),
     "reuse": QConfig(ObserverSpec("noop", options={"reuse_input": True}), None, name="reuse"),
     "other": QConfig(ObserverSpec("minmax"), WEIGHT, name="other"),
+    # qnnpack's xnnpack-compatible symmetric qint8 (scale >= 2**-12, weights in [-127, 127]).
+    "qint8_sym": QConfig(
+        ObserverSpec("minmax", dtype="qint8", qscheme="per_tensor_symmetric", eps=2.0**-12),
+        ObserverSpec("minmax", dtype="qint8", qscheme="per_tensor_symmetric", quant_min=-127, quant_max=127, eps=2.0**-12),
+        name="qint8_sym",
+    ),
 }
 
 
@@ -96,7 +102,7 @@ def format_plan(graph: Graph, plan: QuantPlan) -> str:
     for nid in graph.ids():
         if nid in plan.observe:
             vq = plan.observe[nid]
-            w = " weight" if vq.is_weight else ""
+            w = " (weight)" if vq.is_weight and vq.role != "weight" else ""
             lines.append(f"observe %{nid}: {vq.role}{w} {_spec(vq.spec)} by %{vq.requested_by}")
         if nid in plan.shares:
             lines.append(f"share %{nid} -> %{plan.shares[nid]}")
@@ -110,7 +116,10 @@ def format_plan(graph: Graph, plan: QuantPlan) -> str:
 
 
 def format_insertion(rec: ObserverInsertion) -> str:
-    lines = [f"slot %{o}: %{s.value_id} {s.role}{' weight' if s.is_weight else ''} {_spec(s.spec)}" for o, s in sorted(rec.slots.items())]
+    lines = [
+        f"slot %{o}: %{s.value_id} {s.role}{' (weight)' if s.is_weight and s.role != 'weight' else ''} {_spec(s.spec)}"
+        for o, s in sorted(rec.slots.items())
+    ]
     lines += [f"share %{v} -> %{o}" for v, o in sorted(rec.shares.items())]
     lines += [f"weight {k}: {_spec(s)}" for k, s in sorted(rec.weights.items())]
     lines += [f"skipped %{v}: {why}" for v, why in sorted(rec.skipped.items())]

@@ -143,7 +143,7 @@ class _Planner:
         o = self.owner(v)
         if o is None:
             self.quant[v] = vq
-        elif _differs(self.quant[o].spec, vq.spec) and v not in self.notes:
+        elif _dtype_differs(self.quant[o].spec, vq.spec) and v not in self.notes:
             have = self.quant[o]
             self.notes[v] = (
                 f"%{vq.requested_by} asked for {_describe(vq)}; kept {_describe(have)} "
@@ -191,10 +191,15 @@ class _Planner:
         )
 
 
-def _differs(a: ObserverSpec, b: ObserverSpec) -> bool:
-    # Only a different dtype would need a second observer in torch.ao; a different observer
-    # kind for the same dtype (histogram after fixed) simply re-uses the first.
+def _dtype_differs(a: ObserverSpec, b: ObserverSpec) -> bool:
+    # Only a different dtype would need a second observer in torch.ao; a reader asking for
+    # another observer kind of the same dtype (histogram after fixed) simply re-uses the first.
     return (a.dtype, a.is_dynamic) != (b.dtype, b.is_dynamic)
+
+
+def _differs(a: ObserverSpec, b: ObserverSpec) -> bool:
+    # Giving up an observer for another's: fixed qparams are exact, so losing them is noted.
+    return _dtype_differs(a, b) or ((a.kind == "fixed" or b.kind == "fixed") and a != b)
 
 
 def _describe(vq: ValueQuant) -> str:

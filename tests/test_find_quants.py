@@ -1,0 +1,102 @@
+"""find_quants: goldens, sharing, fixed qparams, dynamic, weights, no double observation."""
+
+from __future__ import annotations
+
+import pytest
+from quant_testkit import GOLDENS, QCONFIGS, cases, format_plan, golden, graph_of, modules_of, qconfigs_of
+
+from purequant.ir import print_graph
+from purequant.patterns import default_table
+from purequant.stages.find_matches import find_matches
+from purequant.stages.find_quants import find_quants
+
+
+def plan_of(text: str, table: str = "x86"):
+    g = graph_of(text)
+    result = find_matches(g, modules_of(g), default_table(table), qconfigs_of(g))
+    return g, find_quants(g, result)
+
+
+def _read(name: str) -> str:
+    return (GOLDENS / "find_quants" / f"{name}.before").read_text()
+
+
+@pytest.mark.parametrize("name", cases("find_quants"))
+def test_golden(name):
+    g, plan = plan_of(_read(name))
+    golden("find_quants", f"{name}.plan", format_plan(g, plan))
+
+
+def test_shares_input_chains_point_at_one_observer():
+    g, plan = plan_of(_read("chain_shares"))
+    assert plan.shares == {"pool": "conv3", "flatten": "conv3"}
+    assert set(plan.observe) == {"x", "relu1", "relu2", "conv3", "fc"}
+    assert all(o in plan.observe for o in plan.shares.values())
+
+
+def test_cat_inputs_and_output_share_the_first_inputs_observer():
+    g, plan = plan_of(_read("cat_fixed"))
+    assert plan.shares["cat"] == "sig" and plan.shares["flatten"] == "sig" and plan.shares["tanh"] == "sig"
+    assert plan.shares["pool"] == "relu"  # pool keeps relu's observer: only the cat edge moved
+    sig = plan.observe["sig"].spec
+    assert sig.kind == "fixed" and sig.option("scale") == 1 / 256 and sig.option("zero_point") == 0
+    assert "tanh" not in plan.observe and "dropping output fixed/quint8" in plan.notes["tanh"]
+
+
+def test_orphans_keep_the_observer_they_shared():
+    g, plan = plan_of(_read("orphan"))
+    # conv gave its observer up to the cat's first input; pool, which shared it, inherits it.
+    assert plan.shares["conv"] == "y" and plan.shares["cat"] == "y"
+    assert plan.observe["pool"].requested_by == "conv" and plan.shares["flat"] == "pool"
+
+
+def test_dynamic_observes_weights_only():
+    g, plan = plan_of(_read("dynamic"))
+    assert set(plan.dynamic) == {"lstm", "fc"} and not plan.observe
+    assert set(plan.weights) == {"emb", "lstm", "fc"}
+    assert plan.weights["emb"].qscheme == "per_channel_affine_float_qparams"
+
+
+def test_functional_weights():
+    g, plan = plan_of(_read("functional_weights"))
+    assert plan.weights["w"] == QCONFIGS["static"].weight  # a parameter: no observer node
+    assert plan.observe["scaled"].is_weight and plan.observe["scaled"].role == "weight"
+    assert "ln_w" not in plan.weights and "ln_w" not in plan.observe  # norm weights stay float
+    assert "b" not in plan.observe and "b" not in plan.weights  # bias stays float
+
+
+def test_each_value_observed_once():
+    g, plan = plan_of(_read("no_double"))
+    assert plan.observe["x"].requested_by == "conv1"  # conv2, conv3 and add re-use it
+    assert "x" not in plan.shares and "x" not in plan.notes  # conv3's minmax: same dtype
+
+
+def test_conflicting_dtype_request_is_noted_not_applied():
+    text = (
+        "%x = placeholder x()\n"
+        "%conv = call_module conv(%x)  # type='torch.nn.Conv2d'\n"
+        "%add = call_function operator.add(%conv, %x)  # qconfig='qint8_sym'\n"
+        "%output = output output(%add)\n"
+    )
+    g, plan = plan_of(text, "qnnpack")
+    assert plan.observe["conv"].spec.dtype == "quint8" and plan.observe["add"].spec.dtype == "qint8"
+    assert "%add asked for input minmax/qint8; kept output histogram/quint8 from %conv" == plan.notes["conv"]
+
+
+def test_reuse_input_observes_nothing_new():
+    g, plan = plan_of(_read("reuse_input"))
+    assert "reshape" not in plan.observe and "reshape" not in plan.shares and "silu" not in plan.observe
+    assert plan.shares == {"reshape_1": "conv", "view": "conv"}
+
+
+def test_graph_outputs_request_nothing():
+    g, plan = plan_of("%x = placeholder x()\n%output = output output(%x)\n")
+    assert plan.is_empty
+
+
+def test_pure_and_deterministic():
+    text = _read("cat_fixed")
+    g = graph_of(text)
+    before = print_graph(g)
+    r = find_matches(g, modules_of(g), default_table("x86"), qconfigs_of(g))
+    assert find_quants(g, r) == find_quants(g, r) and print_graph(g) == before
