@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from quant_testkit import GOLDENS, QCONFIGS, cases, format_plan, golden, graph_of, modules_of, qconfigs_of
+from quant_testkit import (
+    GOLDENS,
+    QCONFIGS,
+    cases,
+    format_plan,
+    golden,
+    graph_of,
+    modules_of,
+    qconfigs_of,
+)
 
 from purequant.ir import print_graph
 from purequant.patterns import default_table
