@@ -157,6 +157,8 @@ def test_nothing_to_fuse_returns_the_same_objects():
     ("digits", {"conv2d_bn2d_relu": 3, "linear_relu": 1}),
     ("resnet18", {"conv2d_bn2d_relu": 9, "conv2d_bn2d": 11}),
     ("mobilenet_v2", {"conv2d_bn2d": 52}),
+    ("chain_conv", {"conv2d_relu": 100}),
+    ("chain_linear", {"linear_relu": 100}),
 ])
 def test_zoo_numerics(name, counts):
     entry = ZOO[name]
