@@ -16,6 +16,7 @@ variable name (`sum`, `input`); fx then appends a suffix.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,17 @@ def _emit(graph: Graph, params: Mapping, module_objects: Mapping, modules: Mappi
     return gm
 
 
+# torch.ops namespaces that exist only once a module registering them is imported (lowered
+# reference graphs call torch.ops.quantized_decomposed.*, which `import torch` does not load).
+_OP_LIBRARIES = {"torch.ops.quantized_decomposed.": "torch.ao.quantization.fx._decomposed"}
+
+
+def _load_op_library(target: str) -> None:
+    for prefix, module in _OP_LIBRARIES.items():
+        if target.startswith(prefix):
+            importlib.import_module(module)
+
+
 class _Functions:
     """call_function target string -> function (callables table first), cached per target."""
 
@@ -105,6 +117,7 @@ class _Functions:
         if fn is None:
             fn = self.callables.get(node.target)
             if fn is None:
+                _load_op_library(node.target)
                 try:
                     fn = resolve_qualified_name(node.target)
                 except QualifiedNameError as e:

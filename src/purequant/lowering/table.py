@@ -1,0 +1,65 @@
+"""The lowering rules, as an immutable table: target -> handler -> rule.
+
+A rule is `rule(sweep, match) -> QVal | Ref`: it emits the nodes computing the match's output
+(the last one under the match root's id) and returns the output's new form, or raises
+`CannotLower(reason)` before emitting anything that matters. Handler names are the pattern
+table's (`PatternEntry.handler`); a handler missing here leaves its matches in float, with the
+reason recorded. Pass your own table to `lower(..., rules=...)` to add or replace rules.
+"""
+
+from __future__ import annotations
+
+from pyrsistent import PMap, pmap
+
+from .rules_flow import (
+    native_embedding,
+    native_shares,
+    reference_embedding,
+    reference_shares,
+    reference_wrap,
+    tensor_info,
+)
+from .rules_ops import (
+    native_batch_norm,
+    native_binary,
+    native_cat,
+    native_default_op,
+    native_fixed_qparams,
+    native_matmul,
+    native_norm,
+)
+from .rules_weighted import native_weighted, reference_weighted
+
+NATIVE_RULES: PMap = pmap({
+    "conv": native_weighted,
+    "conv_transpose": native_weighted,
+    "linear": native_weighted,
+    "binary_op": native_binary,
+    "matmul": native_matmul,
+    "cat": native_cat,
+    "default_op": native_default_op,
+    "fixed_qparams": native_fixed_qparams,
+    "norm": native_norm,
+    "batch_norm": native_batch_norm,
+    "shares_qparams": native_shares,
+    "tensor_info": tensor_info,
+    "embedding": native_embedding,
+})
+
+REFERENCE_RULES: PMap = pmap({
+    "conv": reference_weighted,
+    "conv_transpose": reference_weighted,
+    "linear": reference_weighted,
+    "binary_op": reference_wrap,
+    "matmul": reference_wrap,
+    "cat": reference_wrap,
+    "default_op": reference_wrap,
+    "fixed_qparams": reference_wrap,
+    "norm": reference_wrap,
+    "batch_norm": reference_wrap,
+    "shares_qparams": reference_shares,
+    "tensor_info": tensor_info,
+    "embedding": reference_embedding,
+})
+
+RULES: PMap = pmap({"native": NATIVE_RULES, "reference": REFERENCE_RULES})
