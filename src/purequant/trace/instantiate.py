@@ -6,7 +6,8 @@ parameter (`bias`), and a `device` argument. That covers the torch.nn layers sta
 rebuild: Conv1d/2d/3d, ConvTranspose*, Linear, BatchNorm*, LayerNorm, GroupNorm, Embedding,
 ReLU and the other activations, pooling, Dropout, Identity, Flatten.
 
-The module is constructed on the `meta` device (no memory, no random init), then its
+The module is constructed on the `meta` device with in-place ops on meta tensors skipped (no
+memory, no random init), then its
 attributes are set from the spec and every parameter and buffer is replaced by the params
 table's tensor (the very object; a Parameter stays a parameter, a plain tensor becomes a
 buffer). A module that would keep any meta tensor is an error.
@@ -24,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..errors import TraceError
 from ..ir import ModuleSpec
@@ -42,7 +44,8 @@ def module_from_spec(spec: ModuleSpec, params: Mapping[str, torch.Tensor]) -> to
         raise TraceError(f"cannot build a {spec.type}: {e.message}") from None
     kwargs = _constructor_kwargs(cls, spec)
     try:
-        module = cls(**kwargs)
+        with _SkipInit():
+            module = cls(**kwargs)
     except Exception as e:
         raise TraceError(f"cannot build {spec.type}(**{kwargs!r}) from its ModuleSpec: {e}") from e
     for name, value in spec.attrs.items():
@@ -54,6 +57,24 @@ def module_from_spec(spec: ModuleSpec, params: Mapping[str, torch.Tensor]) -> to
         if tensor.is_meta:
             raise TraceError(f"the ModuleSpec of a {spec.type} does not provide {name!r}")
     return module
+
+
+class _SkipInit(TorchFunctionMode):
+    """Makes in-place ops on meta tensors (the random init in constructors) no-ops.
+
+    Every parameter is replaced right after, so initialising is wasted work; and on meta tensors
+    some init kernels are Python decompositions whose first use costs seconds of imports.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.endswith("__"):
+            # torch.nn.init functions pass the tensor by keyword (`tensor=`).
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            if isinstance(first, torch.Tensor) and first.is_meta:
+                return first
+        return func(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=256)
