@@ -1,8 +1,8 @@
-"""Test support for the fuse stage: hand-built specs, a small fx capture and an IR interpreter.
+"""Test support for the fuse stage: hand-built specs, an IR interpreter, emission via trace.
 
-The capture and the interpreter stand in for `purequant.trace` (capture and the emitter) so these
-tests do not depend on it; modules are materialised with `purequant.nn.build_module`, which is
-also what the emitter calls for specs a stage made.
+Hand-built graphs have no module objects, so `run` interprets them directly, materialising
+every module with `purequant.nn.build_module`; traced models go through purequant.trace's
+emitter (`emit`), with `build_module` for the specs a stage made or changed.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from typing import Any
 
 import torch
 import torch.fx
-from pyrsistent import PMap, PVector, pmap, pvector
+from pyrsistent import PMap, PVector
 
-from purequant.ir import GraphBuilder, ModuleSpec, Node, Ref, Slice, Sym
+from purequant.ir import ModuleSpec, Ref, Slice, Sym
 from purequant.nn import build_module
-from purequant.qconfig.names import qualified_name, resolve_qualified_name
-
-_PLAIN = (type(None), bool, int, float, str)
+from purequant.qconfig.names import resolve_qualified_name
 
 
 # ------------------------------------------------------------------------------ specs by hand
@@ -90,57 +88,6 @@ def _tensor_for(spec: ModuleSpec, name: str, g: torch.Generator, dtype) -> torch
     return torch.nn.Parameter(t.to(dtype))
 
 
-# ---------------------------------------------------------------------------------- capture
-def capture(model: torch.nn.Module) -> tuple[Any, PMap, PMap]:
-    """(graph, params, modules) of `model` via torch.fx.symbolic_trace; params are the model's
-    own tensors (shared, not copied)."""
-    gm = torch.fx.symbolic_trace(model)
-    b = GraphBuilder()
-    specs: dict[str, ModuleSpec] = {}
-    for n in gm.graph.nodes:
-        target = n.target
-        if n.op == "call_function":
-            target = qualified_name(n.target)
-        elif n.op == "output":
-            target = "output"
-        elif n.op == "call_module":
-            specs[n.target] = _spec_of(model.get_submodule(n.target), n.target)
-        args = tuple(_plain(a) for a in n.args)
-        b.add(Node(n.name, n.op, str(target), args, pmap({k: _plain(v) for k, v in n.kwargs.items()})))
-    params = dict(model.named_parameters(remove_duplicate=False))
-    params.update(model.named_buffers(remove_duplicate=False))
-    return b.finish(), pmap(params), pmap(specs)
-
-
-def _spec_of(module: torch.nn.Module, path: str) -> ModuleSpec:
-    attrs = {k: v for k, v in vars(module).items() if not k.startswith("_") and _is_plain(v)}
-    names: dict[str, str | None] = {}
-    for table in (module._parameters, module._buffers):
-        for name, t in table.items():
-            names[name] = None if t is None else f"{path}.{name}"
-    return ModuleSpec(qualified_name(type(module)), attrs, names)
-
-
-def _is_plain(v: Any) -> bool:
-    return type(v) in _PLAIN or (type(v) is tuple and all(_is_plain(x) for x in v))
-
-
-def _plain(a: Any) -> Any:
-    if isinstance(a, torch.fx.Node):
-        return Ref(a.name)
-    if isinstance(a, tuple):
-        return tuple(_plain(x) for x in a)
-    if isinstance(a, list):
-        return pvector(_plain(x) for x in a)
-    if isinstance(a, dict):
-        return pmap({k: _plain(v) for k, v in a.items()})
-    if isinstance(a, slice):
-        return Slice(_plain(a.start), _plain(a.stop), _plain(a.step))
-    if isinstance(a, torch.dtype):
-        return Sym(str(a))
-    return a
-
-
 # ------------------------------------------------------------------------------ interpreter
 def run(graph, params: PMap, modules: PMap, *inputs: torch.Tensor) -> Any:
     """Evaluate `graph` on `inputs`: call_module nodes run `build_module(spec, params)`."""
@@ -189,6 +136,19 @@ def _load(v: Any, env: dict) -> Any:
     if t is Sym:
         return resolve_qualified_name(v.name)
     return v
+
+
+def emit(traced, graph, params: PMap, modules: PMap) -> torch.fx.GraphModule:
+    """A GraphModule through purequant.trace's emitter: the user's module objects where a spec
+    is unchanged, `build_module` for the specs a stage made or changed."""
+    from purequant.trace import emit_graph_module
+
+    objects = dict(traced.module_objects)
+    for path, spec in modules.items():
+        if traced.modules.get(path) != spec:
+            objects[path] = build_module(spec, params)
+    return emit_graph_module(graph, params=params, module_objects=objects, modules=modules,
+                             callables=traced.callables)
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from fuse_testkit import (
     bn_spec,
-    capture,
     conv_spec,
+    emit,
     linear_spec,
     random_tensors,
     rel_err,
@@ -160,23 +160,43 @@ def test_nothing_to_fuse_returns_the_same_objects():
     ("chain_conv", {"conv2d_relu": 100}),
     ("chain_linear", {"linear_relu": 100}),
 ])
-def test_zoo_numerics(name, counts):
+def test_zoo_numerics_through_the_emitter(name, counts):
+    from purequant.trace import trace
+
     entry = ZOO[name]
     model = entry.build()
     x = entry.example_inputs(2)
-    graph, params, modules = capture(model)
-    snap = snapshot(params)
+    traced = trace(model)
+    snap = snapshot(traced.params)
     with torch.no_grad():
         want = model(*x)
-    g, p, m, record = fuse(graph, params, modules)
-    check_graph(g)
-    err = rel_err(run(g, p, m, *x), want)
+        g, p, m, record = fuse(traced.graph, traced.params, traced.modules)
+        check_graph(g)
+        err = rel_err(emit(traced, g, p, m)(*x), want)
     print(f"{name}: max relative error {err:.2e}")
     assert err < TOL
     assert record.pattern_counts() == counts and record.skipped == ()
     assert not any(s.type.startswith("torch.nn.BatchNorm") for s in m.values())
-    assert unchanged(params, snap)
+    assert unchanged(traced.params, snap)
     assert fuse(g, p, m)[:3] == (g, p, m)
+
+
+@pytest.mark.parametrize("name", ["digits", "resnet18"])
+def test_zoo_in_training_mode_keeps_bn_and_computes_the_same(name):
+    from purequant.trace import trace
+
+    entry = ZOO[name]
+    reference, model = entry.build().train(), entry.build().train()
+    x = entry.example_inputs(4)
+    traced = trace(model)
+    g, p, m, record = fuse(traced.graph, traced.params, traced.modules)
+    assert p is traced.params and all(f.new_params == () for f in record.fusions)
+    assert {f.module_type for f in record.fusions} >= {"purequant.nn.ConvBnReLU2d"}
+    fused = emit(traced, g, p, m).train()
+    torch.testing.assert_close(fused(*x), reference(*x), rtol=TOL, atol=TOL)
+    # Batch norm ran in training mode in both: the same running statistics came out.
+    for path, t in reference.named_buffers():
+        torch.testing.assert_close(p[path], t, rtol=TOL, atol=TOL)
 
 
 # -------------------------------------------------------------------------------- fold math

@@ -15,6 +15,8 @@ with `build_module` from a spec rather than re-tracing a model that contains the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,6 +72,10 @@ class ConvBn1d(nn.Conv1d):
 
     bn: nn.BatchNorm1d
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _attach_bn(self, nn.BatchNorm1d, self.out_channels)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.bn(super().forward(input))
 
@@ -79,6 +85,10 @@ class ConvBn2d(nn.Conv2d):
 
     bn: nn.BatchNorm2d
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _attach_bn(self, nn.BatchNorm2d, self.out_channels)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.bn(super().forward(input))
 
@@ -87,6 +97,10 @@ class ConvBn3d(nn.Conv3d):
     """bn(conv3d(x)) with the bn (`self.bn`, a BatchNorm3d) unfolded, for QAT."""
 
     bn: nn.BatchNorm3d
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _attach_bn(self, nn.BatchNorm3d, self.out_channels)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.bn(super().forward(input))
@@ -118,8 +132,18 @@ class LinearBn1d(nn.Linear):
 
     bn: nn.BatchNorm1d
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _attach_bn(self, nn.BatchNorm1d, self.out_features)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.bn(super().forward(input))
+
+
+def _attach_bn(module: nn.Module, bn_cls: type[nn.Module], features: int) -> None:
+    # Only for direct construction (ConvBn2d(3, 8, 3)); build_module bypasses __init__ and
+    # attaches the spec's own bn.
+    module.bn = bn_cls(features, device=module.weight.device, dtype=module.weight.dtype)
 
 
 # Spec type name -> (class, {child name: child class}). The names are the public ones
