@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from attrs import frozen
 from pyrsistent import PMap
 
-from ..ir import Graph, ModuleSpec, Ref
+from ..ir import Graph, ModuleSpec, Ref, paused_gc
 from ._fuse_fold import fold_bn
 from ._fuse_patterns import (
     PATTERNS,
@@ -97,6 +97,11 @@ def fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap, 
     a FuseRecord. With nothing to fuse the very same graph, params and modules are returned.
     Pure and idempotent; O(n + k log n + folded weight sizes) for n nodes and k fusions.
     """
+    with paused_gc():  # allocation-heavy, cycle-free sweeps (see purequant.ir.paused_gc)
+        return _fuse(graph, params, modules)
+
+
+def _fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap, FuseRecord]:
     found, skipped = _find(graph, modules, params)
     if not found:
         return graph, params, modules, FuseRecord(skipped=skipped)
