@@ -20,7 +20,7 @@ from ..errors import PurequantError, StageError
 from ..ir import Graph, digest, format_node, neighbourhood
 from .instruments import DEFAULT_INSTRUMENTS, Instrument, StageContext
 from .stage import PipelineState, StageSpec, call_stage
-from .tensors import params_changed
+from .tensors import params_touched
 
 _NOTED = "_purequant_noted"
 
@@ -35,8 +35,8 @@ class StageRecord:
         options: the options it ran with.
         input_digest: `ir.digest(graph, canonical=False)` of its input graph.
         output_digest: the same for its output (equal to the input's when unchanged).
-        params_changed: param path -> new content digest, or None if removed; only paths
-            whose content changed.
+        params_changed: param path -> "dtype[shape]" of the new tensor, or None if removed;
+            only paths whose tensor object the stage replaced (see `tensors.params_touched`).
         record: the record the stage returned.
         seconds: wall time of the stage function alone; not part of equality, so two runs
             compare equal when they did the same thing.
@@ -109,7 +109,7 @@ def _stage_record(ctx: StageContext, state: PipelineState, new: PipelineState, r
                   seconds: float, known: tuple[Graph, str] | None) -> StageRecord:
     d_in = known[1] if known and known[0] is state.graph else digest(state.graph, canonical=False)
     d_out = d_in if new.graph is state.graph else digest(new.graph, canonical=False)
-    changed = params_changed(state.params, new.params)
+    changed = params_touched(state.params, new.params)
     return StageRecord(ctx.index, ctx.spec.name, ctx.spec.options, d_in, d_out, changed, record, seconds)
 
 

@@ -40,6 +40,26 @@ def _qparams(t: torch.Tensor) -> str:
     return f"{t.qscheme()}|{t.q_per_channel_axis()}|{scales}|{zeros}"
 
 
+def params_touched(before: PMap, after: PMap) -> PMap:
+    """Paths whose tensor object is new or replaced (-> "dtype[shape]") or removed (-> None).
+
+    By identity, never by content: a stage that makes a new tensor makes a new entry (tensors
+    are never mutated), so identity is exactly "what the stage changed", and hashing every new
+    weight on every run (measured: 370 ms of a 640 ms ResNet-18 prepare) buys nothing. The
+    Dump instrument computes content digests when it writes tensors. O(table) for a changed
+    table, O(1) for the same table object.
+    """
+    if before is after:
+        return pmap()
+    out = {}
+    for path in set(before) | set(after):
+        a, b = before.get(path), after.get(path)
+        if a is b:
+            continue
+        out[path] = None if b is None else f"{str(b.dtype).removeprefix('torch.')}{list(b.shape)}"
+    return pmap(out)
+
+
 def params_changed(before: PMap, after: PMap) -> PMap:
     """Paths whose tensor is new, removed (-> None) or has other content (-> new digest).
 
