@@ -95,7 +95,7 @@ def fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap, 
     graph, params (folded tensors added under fresh paths; entries nothing reads any more
     dropped), modules (fused specs at the roots' paths; bn/relu specs no node calls dropped) and
     a FuseRecord. With nothing to fuse the very same graph, params and modules are returned.
-    Pure and idempotent; O(n + k log n + folded weight sizes) for n nodes and k fusions.
+    Pure, deterministic and idempotent; O(n + edges + sizes of the folded weights).
     """
     with paused_gc():  # allocation-heavy, cycle-free sweeps (see purequant.ir.paused_gc)
         return _fuse(graph, params, modules)
@@ -158,8 +158,9 @@ def _apply(graph: Graph, params, modules, original: PMap, cand: Candidate) -> Fu
 
 def _rewrite(graph: Graph, fusions: tuple[Fusion, ...]) -> Graph:
     """One sweep through a builder: chain members after the root go, readers of a chain's last
-    value read the root, roots get provenance. O(n + edges): one rebuild, where k local edits
-    cost O(k log n) each in persistent-map updates (measured 30x slower for 10k fusions)."""
+    value read the root, roots get provenance. O(n + edges). Local edits (replace_all_uses and
+    erase per chain) measured 59 s against 2.7 s for this rebuild on a 30k-node chain with
+    10k fusions: each edit pays several persistent-map updates and allocations."""
     by_root = {f.node: f for f in fusions}
     gone = {nid for f in fusions for nid in f.nodes[1:]}
     to_root = {f.nodes[-1]: Ref(f.node) for f in fusions if len(f.nodes) > 1}
