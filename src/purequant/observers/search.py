@@ -134,12 +134,15 @@ def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
     return np.maximum(d + eps * zero - (eps * n_zero / n_nonzero) * ~zero, 1e-12)
 
 
-def _divergence(a: np.ndarray, i: int, nq: int) -> float:
-    """KL between the first i bins (outliers folded into the last) and their nq-level copy."""
+def _divergence(a: np.ndarray, outliers: float, positions: np.ndarray, i: int, nq: int) -> float:
+    """KL between the first i bins (outliers folded into the last) and their nq-level copy.
+
+    `outliers` is a[i:].sum() and `positions` is arange(>= i), both precomputed by the caller.
+    """
     p = a[:i].copy()
-    p[i - 1] += a[i:].sum()
+    p[i - 1] += outliers
     present = p != 0
-    group = np.minimum(np.arange(i) // (i // nq), nq - 1)
+    group = np.minimum(positions[:i] // (i // nq), nq - 1)
     mass = np.bincount(group, weights=a[:i], minlength=nq)
     members = np.bincount(group, weights=present, minlength=nq)
     q = np.where(present, mass[group] / np.maximum(members[group], 1), 0.0)
@@ -155,7 +158,8 @@ def entropy_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, float]
     """KL-optimal symmetric threshold t on |x|; range = [min, max] clipped to [-t, t].
 
     Levels: half the integer range when values are signed (or the scheme symmetric), the whole
-    range otherwise. O(candidates * bins); option `stride` thins the candidates.
+    range otherwise. O(candidates * bins): every bin count from nq to the last non-empty bin is
+    a candidate (~150 ms at the default 4096 bins); option `stride` thins the candidates.
     """
     qr = quant_range(spec)
     levels = qr.qmax - qr.qmin + 1
@@ -168,7 +172,9 @@ def entropy_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, float]
     candidates = list(range(nq, used + 1, stride))
     if candidates[-1] != used:
         candidates.append(used)
-    kl = [_divergence(a, i, nq) for i in candidates]
+    outliers = np.concatenate([np.cumsum(a[::-1])[::-1], [0.0]])  # outliers[i] = a[i:].sum()
+    positions = np.arange(a.shape[0])
+    kl = [_divergence(a, outliers[i], positions, i, nq) for i in candidates]
     t = candidates[int(np.argmin(kl))] * h.bin_width()
     return f32(max(h.min_val, -t)), f32(min(h.max_val, t))
 
