@@ -4,10 +4,12 @@ __version__ = "0.1.0"
 
 from .api import Prepared, calibrate, observe_batch, prepare  # noqa: E402
 from .calibration import CalibrationStats, merge_stats  # noqa: E402
+from .convert_api import Quantized, convert, quantize, quantize_dynamic, quantized_record  # noqa: E402
 from .pipeline.replay import replay  # noqa: E402
 from .trace import Traced, to_graph_module, trace  # noqa: E402
 
 __all__ = [
-    "CalibrationStats", "Prepared", "Traced", "calibrate", "merge_stats", "observe_batch",
-    "prepare", "replay", "to_graph_module", "trace",
+    "CalibrationStats", "Prepared", "Quantized", "Traced", "calibrate", "convert", "merge_stats",
+    "observe_batch", "prepare", "quantize", "quantize_dynamic", "quantized_record", "replay",
+    "to_graph_module", "trace",
 ]

@@ -56,8 +56,15 @@ def params_touched(before: PMap, after: PMap) -> PMap:
         a, b = before.get(path), after.get(path)
         if a is b:
             continue
-        out[path] = None if b is None else f"{str(b.dtype).removeprefix('torch.')}{list(b.shape)}"
+        out[path] = None if b is None else describe(b)
     return pmap(out)
+
+
+def describe(value: object) -> str:
+    """`float32[16, 3, 3, 3]` for a tensor; the class name for a packed-weights object."""
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}"
+    return type(value).__name__
 
 
 def params_changed(before: PMap, after: PMap) -> PMap:
