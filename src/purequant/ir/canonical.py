@@ -9,18 +9,28 @@ from __future__ import annotations
 import hashlib
 
 from .graph import Graph
-from .node import Node, Ref
+from .node import ID_RE, Node, Ref
 from .text import print_graph
 
 
 def canonicalize(graph: Graph) -> Graph:
     """The graph with positional ids and no provenance. O(n)."""
+    # Placeholders named like ids keep their names (first one wins); every other node is
+    # `v<k>`, with underscores appended while that clashes with a kept name (`v1_` when a
+    # placeholder is called `v1`). Both depend only on structure and targets, never on ids.
+    kept: dict[str, str] = {}
+    for node in graph.node_list():
+        if node.op == "placeholder" and ID_RE.match(node.target) and node.target not in kept.values():
+            kept[node.id] = node.target
+    taken = set(kept.values())
     rename: dict[str, str] = {}
     nodes = []
     for k, node in enumerate(graph.node_list()):
-        new = node.target if node.op == "placeholder" and node.target.isidentifier() else f"v{k}"
-        if new in rename.values():
+        new = kept.get(node.id)
+        if new is None:
             new = f"v{k}"
+            while new in taken:
+                new += "_"
         rename[node.id] = new
         n = node.map_refs(lambda i: Ref(rename[i]))
         nodes.append(Node(new, n.op, n.target, n.args, n.kwargs))

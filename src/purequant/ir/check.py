@@ -26,6 +26,8 @@ def neighbourhood(graph: Graph, nid: str | None, *, context: int = CONTEXT) -> s
 def _order_ok(graph: Graph) -> bool:
     seen, nid = 0, graph.head
     while nid is not None and seen <= len(graph.nodes):
+        if nid not in graph.nodes:  # else neighbourhood() would fail on it with a KeyError
+            return False
         seen, nid = seen + 1, graph.next.get(nid)
     return seen == len(graph.nodes) and nid is None
 
@@ -42,6 +44,8 @@ def _check_order(graph: Graph) -> tuple[str, ...]:
             raise _fail(graph, prev, f"order is broken after %{prev}: reaches {nid!r} again or an unknown id")
         if graph.prev.get(nid) != prev:
             raise _fail(graph, nid, f"prev link of %{nid} is {graph.prev.get(nid)!r}, expected {prev!r}")
+        if nid not in graph.pos:
+            raise _fail(graph, nid, f"%{nid} has no position key")
         if prev is not None and graph.pos[prev] >= graph.pos[nid]:
             raise _fail(graph, nid, f"position keys do not increase at %{nid}")
         order.append(nid)

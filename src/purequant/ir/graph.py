@@ -113,10 +113,13 @@ class Graph:
 
     def position(self, nid: str) -> int:
         """A key that increases along the order (compare two nodes in O(log n))."""
-        return self.pos[nid]
+        p = self.pos.get(nid)
+        if p is None:
+            raise GraphError(f"no node with id {nid!r} in this graph", node_id=nid)
+        return p
 
     def before(self, a: str, b: str) -> bool:
-        return self.pos[a] < self.pos[b]
+        return self.position(a) < self.position(b)
 
     def placeholders(self) -> tuple[Node, ...]:
         return tuple(n for n in self.node_list() if n.op == "placeholder")
@@ -157,7 +160,8 @@ class Graph:
                 hint="replace its uses first (replace_all_uses)",
             )
         p, n = self.prev.get(nid), self.next.get(nid)
-        prev, nxt = self.prev.remove(nid), self.next.remove(nid)
+        # discard, not remove: the head has no prev entry and the tail no next entry.
+        prev, nxt = self.prev.discard(nid), self.next.discard(nid)
         if p is not None:
             nxt = nxt.remove(p) if n is None else nxt.set(p, n)
         if n is not None:

@@ -29,7 +29,15 @@ def sanitize(prefix: str) -> str:
     base = _BAD.sub("_", prefix).strip("_") or "v"
     if base[0].isdigit():
         base = "_" + base
-    return split_id(base)[0] if _SUFFIX.match(base) else base
+    # Strip every numeric suffix, not just one: a base that still looked numbered (`a_1`, from
+    # `a_1_5`) would be handed out bare as the id `a_1`, which split_id files under base `a`;
+    # the counter of base `a_1` would never learn it was used and would hand it out again
+    # after that node was erased.
+    while True:
+        stem = split_id(base)[0]
+        if stem == base:
+            return base
+        base = stem
 
 
 def derive_counters(ids: Iterable[str]) -> dict[str, int]:

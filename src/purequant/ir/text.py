@@ -31,7 +31,9 @@ from .names import derive_counters
 from .node import Node, Ref, Slice, Sym
 
 _PLAIN_TARGET = re.compile(r"[\w.]+\Z")
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.\w+)*\Z")
+# Every dotted part must tokenize as one NAME: `@a.1` would read as `@a` then the number `.1`,
+# and a non-ASCII `\w` may not be an identifier character at all. Anything else is quoted.
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _LINE = re.compile(r"%(\w+) = (\w+) ")
 _HEADER = "#! ids: "
 

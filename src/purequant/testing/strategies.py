@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import string
 from typing import Any, NamedTuple
 
 from hypothesis import strategies as st
@@ -40,7 +39,7 @@ from .models import ModelRecipe, build_model, example_input, model_recipes
 __all__ = [
     "OPS_WITH_INPUTS", "Back", "Const", "DictOf", "ListOf", "ModelRecipe", "Op", "SliceOf",
     "TupleOf", "build_graph", "build_model", "example_input", "graph_recipes", "graphs",
-    "ir_values", "model_recipes", "sym_names",
+    "ir_values", "model_recipes", "sym_names", "assemble_recipe",
 ]
 
 
@@ -186,7 +185,8 @@ def sym_names(*, weird: bool = False) -> st.SearchStrategy[str]:
     dotted = st.lists(_IDENT, min_size=1, max_size=3).map(".".join)
     names = st.sampled_from(_DTYPES) | dotted
     if weird:
-        names = names | st.text(alphabet=string.ascii_letters + "._0123456789 '\"", max_size=8) | st.text(max_size=4)
+        word = st.text(alphabet="az09_é", min_size=1, max_size=3)  # parts that are not identifiers
+        names = names | st.lists(word, min_size=1, max_size=3).map(".".join) | st.text(max_size=4)
     return names
 
 
@@ -274,40 +274,45 @@ def _index() -> st.SearchStrategy[Const]:
     return st.builds(Const, part | st.lists(part, min_size=1, max_size=3).map(tuple))
 
 
-_NO_KWARGS = st.just(())
+_EMPTY = st.just(())
 
 
-def _fn(target: str, args: st.SearchStrategy[tuple], kwargs: st.SearchStrategy[tuple] = _NO_KWARGS):
-    return st.builds(lambda a, k: Op("call_function", target, a, k), args, kwargs)
+def _op(op: str, target: Any, args: Any = _EMPTY, kwargs: Any = _EMPTY, meta: Any = _EMPTY):
+    """Ops drawn as `Op(...)` calls, so a failing example prints as the recipe it is."""
+    if isinstance(target, str):
+        target = st.just(target)
+    return st.builds(Op, st.just(op), target, args, kwargs, meta)
 
 
-def _method(target: str, args: st.SearchStrategy[tuple], kwargs: st.SearchStrategy[tuple] = _NO_KWARGS):
-    return st.builds(lambda a, k: Op("call_method", target, a, k), args, kwargs)
+def _fn(target: Any, args: st.SearchStrategy[tuple], kwargs: st.SearchStrategy[tuple] = _EMPTY):
+    return _op("call_function", target, args, kwargs)
+
+
+def _method(target: str, args: st.SearchStrategy[tuple], kwargs: st.SearchStrategy[tuple] = _EMPTY):
+    return _op("call_method", target, args, kwargs)
 
 
 def _realistic_ops() -> st.SearchStrategy[Op]:
     """Ops shaped like what torch.fx records for real models (simplest first, for shrinking)."""
     one, two = st.tuples(_BACK), st.tuples(_BACK, _BACK)
-    ints = st.lists(st.integers(-1, 8), min_size=1, max_size=3)
     binary = st.sampled_from(["operator.add", "operator.mul", "operator.sub", "torch.add"])
     unary = st.sampled_from(["torch.relu", "torch.sigmoid", "torch.nn.functional.relu"])
     return st.one_of(
-        st.builds(lambda t, a: Op("call_function", t, a), binary, st.tuples(_BACK, _BACK | _number())),
-        st.builds(lambda t, a: Op("call_function", t, a), unary, one),
-        st.builds(lambda p, m: Op("call_module", p, (Back(0),), (), m), st.sampled_from(_MODULE_PATHS), _meta(False)),
-        st.builds(lambda p, a: Op("call_module", p, a), st.sampled_from(_MODULE_PATHS), one | two),
+        _fn(binary, st.tuples(_BACK, _BACK | _number())),
+        _fn(unary, one),
+        _op("call_module", st.sampled_from(_MODULE_PATHS), one | two, _EMPTY, _meta(False)),
         _method("relu", one),
-        _method("view", st.builds(lambda b, s: (b, *map(Const, s)), _BACK, ints)),
+        _method("view", st.tuples(_BACK, *[st.builds(Const, st.integers(-1, 8))] * 2)),
         _method("size", st.tuples(_BACK) | st.tuples(_BACK, st.builds(Const, st.integers(0, 3)))),
         _method("to", st.tuples(_BACK, st.builds(Const, st.builds(Sym, st.sampled_from(_DTYPES))))),
         _method("mean", one, st.just((("dim", Const((2, 3))), ("keepdim", Const(True))))),
         _fn("torch.cat", st.tuples(st.builds(ListOf, st.lists(_BACK, min_size=1, max_size=3).map(tuple))),
-            st.builds(lambda d: (("dim", Const(d)),), st.integers(-1, 1))),
+            st.tuples(st.tuples(st.just("dim"), st.builds(Const, st.integers(-1, 1))))),
         _fn("torch.flatten", st.tuples(_BACK, st.builds(Const, st.integers(0, 1)))),
         _fn("operator.getitem", st.tuples(_BACK, _index())),
         _fn("torch.nn.functional.linear", st.tuples(_BACK, _BACK, _BACK | st.just(Const(None)))),
         _fn("torch.nn.functional.relu", one, st.just((("inplace", Const(False)),))),
-        st.builds(lambda p: Op("get_attr", p), st.sampled_from(_ATTR_PATHS)),
+        _op("get_attr", st.sampled_from(_ATTR_PATHS), st.just(())),
     )
 
 
@@ -325,7 +330,7 @@ def _placeholder(weird: bool) -> st.SearchStrategy[Op]:
     names = st.sampled_from(["x", "input", "y", "v1", "v0", "self_x"]) | _IDENT
     if weird:
         names = names | st.text(max_size=5)
-    return st.builds(lambda n, m: Op("placeholder", n, (), (), m), names, _meta(weird))
+    return _op("placeholder", names, st.just(()), st.just(()), _meta(weird))
 
 
 def _output() -> st.SearchStrategy[Op]:
@@ -335,7 +340,12 @@ def _output() -> st.SearchStrategy[Op]:
         st.builds(DictOf, st.lists(st.tuples(_IDENT, _BACK), min_size=1, max_size=2,
                                    unique_by=lambda kv: kv[0]).map(tuple)),
     )
-    return st.builds(lambda v: Op("output", "output", (v,)), value)
+    return _op("output", "output", st.tuples(value))
+
+
+def assemble_recipe(placeholders: list[Op], ops: list[Op], output: Op) -> tuple[Op, ...]:
+    """A recipe from its three parts (named, so failing examples print readably)."""
+    return (*placeholders, *ops, output)
 
 
 def graph_recipes(
@@ -354,7 +364,7 @@ def graph_recipes(
     """
     body = st.one_of(_realistic_ops(), _generic_ops(weird))
     return st.builds(
-        lambda ph, ops, out: (*ph, *ops, out),
+        assemble_recipe,
         st.lists(_placeholder(weird), min_size=1, max_size=max_placeholders),
         st.lists(body, min_size=min_ops, max_size=max_ops),
         _output(),
