@@ -187,7 +187,7 @@ class Graph:
     def update(self, nid: str, **changes: Any) -> Graph:
         """Shorthand for replace_node with some fields of node `nid` changed."""
         old = self.node(nid)
-        fields = {"op": old.op, "target": old.target, "args": old.args, "kwargs": old.kwargs, "meta": old.meta}
+        fields: dict[str, Any] = {"op": old.op, "target": old.target, "args": old.args, "kwargs": old.kwargs, "meta": old.meta}
         fields.update(changes)
         return self.replace_node(Node(nid, **fields))
 
@@ -224,7 +224,7 @@ class Graph:
 
     # ---------------------------------------------------------------- internals
     def _evolve(self, **changes: Any) -> Graph:
-        fields = {
+        fields: dict[str, Any] = {
             "nodes": self.nodes, "users_map": self.users_map, "prev": self.prev,
             "next": self.next, "pos": self.pos, "head": self.head, "tail": self.tail,
             "counters": self.counters,

@@ -184,7 +184,8 @@ def _call(ts: _Tokens) -> tuple[tuple, dict]:
     ts.take("(")
     args, kwargs = [], {}
     while not ts.at(")"):
-        tok = ts.peek()
+        tok = ts.take()
+        ts.i -= 1  # peek, but with "end of line" reported by take() when there is nothing
         nxt = ts.toks[ts.i + 1] if ts.i + 1 < len(ts.toks) else None
         if tok.type == tokenize.NAME and nxt is not None and nxt.string == "=":
             ts.i += 2
