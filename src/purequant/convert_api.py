@@ -26,6 +26,7 @@ from .errors import ConfigError, StageError
 from .ir import Graph, paused_gc
 from .lowering import lowered_module
 from .observers import QParams, qparams
+from .observers.trivial import NO_STATS
 from .pipeline.runner import StageRecord, run
 from .pipeline.stage import PipelineState, stage
 from .prepare_stages import prepare_stages
@@ -192,7 +193,7 @@ def _activation_qparams(prepared: Prepared, state: PipelineState) -> PMap:
     for oid, slot in state.records["insert_observers"].slots.items():
         if slot.is_weight or slot.spec.kind in NO_STATS_KINDS:
             if slot.spec.kind == "fixed":
-                out[oid] = qparams(slot.spec, None)
+                out[oid] = qparams(slot.spec, NO_STATS)
             continue
         source = oid if (slot.value_id, slot.spec) == _slot_key(prepared, oid) else by_value.get((slot.value_id, slot.spec))
         if source is None:
