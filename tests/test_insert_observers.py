@@ -162,8 +162,8 @@ def test_strategies_timing():
         ids = [i for i in g.ids() if g.nodes[i].op != "output"]
         for frac in (0.003, 0.01, 0.03, 0.1, 0.33):
             todo = sorted(ids[:: max(1, int(1 / frac))], key=g.pos.__getitem__)
-            tl = _best(lambda todo=todo: io._by_local_edits(g, todo), 1 if len(todo) > 1000 else 3)
-            ts = _best(lambda todo=todo: io._by_sweep(g, todo))
+            tl = _best(lambda g=g, todo=todo: io._by_local_edits(g, todo), 1 if len(todo) > 1000 else 3)
+            ts = _best(lambda g=g, todo=todo: io._by_sweep(g, todo))
             print(f"n={n:6d} k={len(todo):5d} local {tl * 1e3:8.1f} ms  sweep {ts * 1e3:8.1f} ms")
 
 
