@@ -24,6 +24,10 @@ QD = "torch.ops.quantized_decomposed."
 # Quantized dtype -> the torch dtype of a native quantized tensor / of its integer values.
 _QTYPE = {"quint8": "torch.quint8", "qint8": "torch.qint8", "qint32": "torch.qint32", "quint4x2": "torch.quint4x2"}
 _INT = {"quint8": "torch.uint8", "qint8": "torch.int8", "qint32": "torch.int32"}
+# Integer limits the reference target clamps to: the dtype's, not the observer's (a
+# reduce_range observer's 0..127). Native kernels saturate at the dtype's limits too, so both
+# targets agree on values beyond the calibrated range.
+_LIMITS = {"quint8": (0, 255), "qint8": (-128, 127), "qint32": (-(2**31), 2**31 - 1)}
 
 
 @frozen
@@ -63,6 +67,9 @@ class Native:
 
     def quantize_weight(self, sw: Any, w: Weight) -> Ref:
         """The weight as a quantized tensor (what prepack ops and `quantized.prelu` take)."""
+        return sw.cached(("native", w), lambda: self._quantize_weight(sw, w))
+
+    def _quantize_weight(self, sw: Any, w: Weight) -> Ref:
         qp, dtype = w.qp, Sym(_QTYPE[w.qp.dtype])
         if qp.axis is None:
             return sw.call("torch.quantize_per_tensor", w.ref, qp.scale[0], qp.zero_point[0], dtype,
@@ -79,19 +86,22 @@ class Reference:
     name: str = "reference"
 
     def quantize(self, sw: Any, x: Any, qp: QParams, *, nid: str | None = None) -> Ref:
-        return sw.call(QD + "quantize_per_tensor", x, qp.scale[0], qp.zero_point[0], qp.quant_min,
-                       qp.quant_max, Sym(_INT[qp.dtype]), nid=nid, prefix="quantize_per_tensor")
+        return sw.call(QD + "quantize_per_tensor", x, qp.scale[0], qp.zero_point[0], *_LIMITS[qp.dtype],
+                       Sym(_INT[qp.dtype]), nid=nid, prefix="quantize_per_tensor")
 
     def dequantize(self, sw: Any, qv: Any, *, prefix: str = "dequantize") -> Ref:
         qp = qv.qp
         return sw.call(QD + "dequantize_per_tensor", qv.ref, qp.scale[0], qp.zero_point[0],
-                       qp.quant_min, qp.quant_max, Sym(_INT[qp.dtype]), prefix=prefix)
+                       *_LIMITS[qp.dtype], Sym(_INT[qp.dtype]), prefix=prefix)
 
     def weight_float(self, sw: Any, w: Weight) -> Ref:
         """quantize -> dequantize of the weight: `fold_weights` turns the first into an int8
         constant, so the model stores integer weights and dequantizes them as it runs."""
+        return sw.cached(("reference", w), lambda: self._weight_float(sw, w))
+
+    def _weight_float(self, sw: Any, w: Weight) -> Ref:
         qp, dtype = w.qp, Sym(_INT[w.qp.dtype])
-        rng = (qp.quant_min, qp.quant_max, dtype)
+        rng = (*_LIMITS[qp.dtype], dtype)
         if qp.axis is None:
             q = sw.call(QD + "quantize_per_tensor", w.ref, qp.scale[0], qp.zero_point[0], *rng,
                         prefix=f"{w.name}_quantized")

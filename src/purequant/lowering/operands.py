@@ -65,7 +65,8 @@ def weight(sw: Sweep, m: Any, where: Any) -> tuple[Any, str, QParams]:
         src = sw.source(where)
         if src is None or src.op != "get_attr" or src.target not in sw.params:
             raise CannotLower(f"weight {where!r} is not a parameter (computed weights stay float)")
-        key, name, tensor = src.id, src.target, sw.params[src.target]
+        # Read by path from here on, so a module and a functional op sharing it share nodes.
+        key, name, tensor, where = src.id, src.target, sw.params[src.target], src.target
     spec: ObserverSpec | None = sw.insertion.weights.get(key) or m.qconfig.weight
     if tensor is None or spec is None or spec.is_dynamic or spec.kind in ("placeholder", "noop"):
         raise CannotLower(f"weight {name} has no static weight observer")
@@ -76,9 +77,9 @@ def weight(sw: Sweep, m: Any, where: Any) -> tuple[Any, str, QParams]:
     return where, name, qp
 
 
-def weight_ref(sw: Sweep, where: Any) -> Ref:
-    """Emit: the float weight in the new graph (a get_attr for a module's parameter)."""
-    return sw.get_attr(where) if isinstance(where, str) else sw.float(where)
+def weight_ref(sw: Sweep, where: str) -> Ref:
+    """Emit: the float weight in the new graph (a get_attr of its params path)."""
+    return sw.get_attr(where)
 
 
 def make_weight(sw: Sweep, found: tuple[Any, str, QParams]) -> Weight:
@@ -87,10 +88,13 @@ def make_weight(sw: Sweep, found: tuple[Any, str, QParams]) -> Weight:
 
 
 def bias_ref(sw: Sweep, where: Any) -> Any:
-    """Emit: the float bias (None stays None)."""
-    if where is None:
-        return None
-    return sw.get_attr(where) if isinstance(where, str) else sw.float(where)
+    """Emit: a float bias or norm parameter (None stays None), by path when it is a param."""
+    if where is None or isinstance(where, str):
+        return None if where is None else sw.get_attr(where)
+    src = sw.source(where)
+    if src is not None and src.op == "get_attr" and src.target in sw.params:
+        return sw.get_attr(src.target)
+    return sw.float(where)
 
 
 # --------------------------------------------------------------------- conv / linear operands

@@ -57,8 +57,9 @@ def native_weighted(sw: Sweep, m: Any) -> QVal:
         raise CannotLower(f"{sw.backend.name} has no per-channel transposed conv kernel; use per-tensor weights")
     kernel, extra = _kernel(sw, op)
     wq = sw.dialect.quantize_weight(sw, make_weight(sw, found))
-    packed = sw.call(f"{Q}{_base(op)}_prepack", wq, bias_ref(sw, op.bias), *op.geometry,
-                     prefix=f"{m.anchor}_packed", kernel=True)
+    prepack, b = f"{Q}{_base(op)}_prepack", bias_ref(sw, op.bias)
+    packed = sw.cached((prepack, wq, b, op.geometry),
+                       lambda: sw.call(prepack, wq, b, *op.geometry, prefix=f"{m.anchor}_packed", kernel=True))
     ref = sw.call(Q + kernel, x.ref, packed, out.scale[0], out.zero_point[0], *extra, nid=m.root, kernel=True)
     return QVal(ref, out)
 

@@ -72,6 +72,7 @@ class Sweep:
         self.float_of: dict[str, Any] = {}
         self.quant_of: dict[str, QVal] = {}
         self.attr_of: dict[str, Ref] = {}
+        self.memo: dict[Any, Any] = {}
         self.added: dict[str, torch.Tensor] = {}
         # The activation observer of each value (weights are quantized by their readers).
         self.obs_of = {s.value_id: oid for oid, s in sorted(insertion.slots.items()) if not s.is_weight}
@@ -183,6 +184,13 @@ class Sweep:
             self._remember(self.attr_of, path, self.emit("get_attr", path, prefix=path))
         return self.attr_of[path]
 
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()` once per key in this sweep: a weight quantized or prepacked for two readers
+        (a module and a functional op sharing it) is computed by one set of nodes."""
+        if key not in self.memo:
+            self._remember(self.memo, key, make())
+        return self.memo[key]
+
     def new_param(self, base: str, tensor: torch.Tensor) -> Ref:
         """Store `tensor` under a fresh path (`_qparams.<base>`), return a get_attr of it."""
         stem = f"{NEW_PARAMS}.{sanitize(base)}"
@@ -202,7 +210,9 @@ class Sweep:
             if node.op == "call_function" and node.target == OBSERVE:
                 self.observer(node)
             elif node.op == "output" or m is None:
-                self.copy(node)
+                ref = self.copy(node)
+                if node.op == "get_attr":  # later weight reads of this path reuse the node
+                    self.attr_of.setdefault(node.target, ref)
             elif m.root == node.id:
                 self.lower_match(m, rules)
             self.commit()  # inner nodes of a match wait for its root: nothing pending here
@@ -237,12 +247,13 @@ class Sweep:
                 self._remember(table, nid, table[value])
 
     def lower_match(self, m: Any, rules: Mapping[str, Callable]) -> None:
-        rule = rules.get(m.handler)
+        # Dynamic matches (activations quantized at run time) have rules of their own,
+        # under "dynamic.<handler>": same pattern, different kernels (see rules_dynamic).
+        key = f"dynamic.{m.handler}" if m.is_dynamic else m.handler
+        rule = rules.get(key)
         try:
-            if m.is_dynamic:
-                raise CannotLower("dynamic quantization is not lowered (static int8 only)")
             if rule is None:
-                raise CannotLower(f"no {self.dialect.name} rule for handler {m.handler!r}")
+                raise CannotLower(f"no {self.dialect.name} rule for handler {key!r}")
             out = rule(self, m)
         except CannotLower as e:
             self.rollback()
