@@ -13,14 +13,10 @@ convert time.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from attrs import frozen
 from pyrsistent import PMap, pmap
 
-from ..ir import Graph, Node, Ref
+from ..ir import Graph, Node, Ref, paused_gc
 from ..observers.spec import ObserverSpec
 from .find_quants import QuantPlan
 
@@ -92,7 +88,9 @@ def insert_observers(graph: Graph, plan: QuantPlan) -> tuple[Graph, ObserverInse
     todo, skipped, existing = _todo(graph, plan)
     g, ids = graph, {}
     if todo:
-        with _gc_paused():
+        # Allocation-heavy and cycle-free: cyclic GC would rescan the live heap for nothing
+        # (measured 3x on sweeps, 15x on local edits at 30k nodes).
+        with paused_gc():
             local = len(todo) < LOCAL_EDIT_RATIO * len(graph)
             g, ids = (_by_local_edits if local else _by_sweep)(graph, todo)
     slots = {
@@ -122,21 +120,6 @@ def _todo(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[str, str], dic
     pos = graph.pos
     todo.sort(key=pos.__getitem__)
     return todo, skipped, existing
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Edits allocate many small long-lived objects (persistent-map paths), which keeps
-    # triggering cyclic collections that scan the whole live heap; they find nothing, as
-    # graphs hold no cycles. Pausing them made the edits 3x (sweep) to 15x (local) faster on
-    # 30k-node graphs. Re-enabled on the way out, even on error.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _observer(oid: str, value: str) -> Node:
