@@ -2,27 +2,24 @@
 
 NaN: `Node` equality compares argument tuples, and Python compares floats inside tuples by
 identity first and IEEE `==` second, so a node holding `float("nan")` equals only a node holding
-that very object. The parser gives back `math.nan`, so `parse(print(g)) == g` is false for a
-graph with a NaN constant that is not `math.nan` itself, although nothing was lost. We therefore
-test three things: the printed text round-trips exactly (the primary property; the text is what
-dumps, goldens and replay use), every node round-trips under a NaN-aware, type-aware structural
-equality (`same_value`: NaN equals NaN, -0.0 differs from 0.0, True differs from 1), and
-`==` holds once the original's NaNs are replaced by the parser's `math.nan`.
+that very object; attrs-generated `__eq__` (of `Slice`) has no identity shortcut, so a `Slice`
+with a NaN bound equals nothing, not even itself. A parsed graph holds new NaN objects, so
+`parse(print(g)) == g` is false for a graph with a NaN constant although nothing was lost. We
+therefore test: the printed text round-trips exactly (the primary property: the text is what
+dumps, goldens and replay use); every node round-trips under a NaN-aware, type-aware
+structural equality (`same_value`: NaN equals NaN, -0.0 differs from 0.0, True differs from 1);
+and `==` holds for graphs without NaN.
 """
 
 from __future__ import annotations
 
-import math
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyrsistent import PMap, PVector, pmap, pvector
 
 from purequant.ir import (
     Graph,
     Node,
     Ref,
-    Slice,
     canonicalize,
     check_graph,
     digest,
@@ -32,63 +29,47 @@ from purequant.ir import (
 from purequant.testing.laws import same_value
 from purequant.testing.strategies import graphs
 
-SETTINGS = settings(max_examples=100, deadline=None)
+SETTINGS = settings(max_examples=80, deadline=None)
 weird_graphs = graphs(weird=True, max_ops=8)
 small_graphs = graphs(max_ops=8)
 
 
-def _nan_as_parsed(value):
-    """`value` with every NaN replaced by `math.nan`, the object the parser returns."""
-    t = type(value)
-    if t is float and math.isnan(value):
-        return math.nan
-    if t is tuple:
-        return tuple(_nan_as_parsed(v) for v in value)
-    if isinstance(value, PVector):
-        return pvector(_nan_as_parsed(v) for v in value)
-    if isinstance(value, PMap):
-        return pmap({k: _nan_as_parsed(v) for k, v in value.items()})
-    if t is Slice:
-        return Slice(*(_nan_as_parsed(v) for v in (value.start, value.stop, value.step)))
-    return value
-
-
-def _with_parsed_nans(graph: Graph) -> Graph:
-    nodes = [
-        Node(n.id, n.op, n.target, _nan_as_parsed(n.args), _nan_as_parsed(n.kwargs), n.meta)
-        for n in graph.node_list()
-    ]
-    return Graph.from_nodes(nodes, counters=dict(graph.counters))
-
-
 @SETTINGS
 @given(weird_graphs)
-def test_print_parse_print_is_exact(graph):
+def test_text_round_trip(graph):
+    # One test for the round-trip properties, so each costly graph is drawn once.
     text = print_graph(graph)
-    assert print_graph(parse_graph(text)) == text
-
-
-@SETTINGS
-@given(weird_graphs)
-def test_parse_gives_back_every_node_and_its_meta(graph):
-    parsed = parse_graph(print_graph(graph))
+    parsed = parse_graph(text)
+    assert print_graph(parsed) == text, "print -> parse -> print is not exact"
     check_graph(parsed)
     assert parsed.ids() == graph.ids()
     for a, b in zip(graph.node_list(), parsed.node_list()):
         assert (a.id, a.op, a.target) == (b.id, b.op, b.target)
         assert same_value(a.args, b.args), (a, b)
         assert same_value(a.kwargs, b.kwargs), (a, b)
-        assert same_value(a.meta, b.meta), (a.meta, b.meta)
+        assert same_value(a.meta, b.meta), ("meta lost", a.meta, b.meta)
+    if "nan" not in text:
+        assert parsed == graph
+    # The id counters survive too, so a parsed graph hands out the same fresh ids (replay).
     assert parsed.counters == graph.counters
-    assert parsed == _with_parsed_nans(graph)
+    for prefix in ("add", "relu", "x", "output", "conv1"):
+        assert parsed.fresh_id(prefix) == graph.fresh_id(prefix)
 
 
 @SETTINGS
-@given(weird_graphs)
-def test_parsed_graph_hands_out_the_same_fresh_ids(graph):
-    parsed = parse_graph(print_graph(graph))
-    for prefix in ("add", "relu", "x", "output", "conv1"):
-        assert parsed.fresh_id(prefix) == graph.fresh_id(prefix)
+@given(weird_graphs, st.data())
+def test_text_round_trip_after_edits(graph, data):
+    # Erasing nodes makes counters differ from what the ids imply (the `#! ids:` header).
+    for _ in range(data.draw(st.integers(0, 3))):
+        unused = [n.id for n in graph.node_list() if n.op != "output" and not graph.users(n.id)]
+        if not unused:
+            break
+        graph = graph.erase(data.draw(st.sampled_from(unused)))
+    text = print_graph(graph)
+    parsed = parse_graph(text)
+    assert print_graph(parsed) == text
+    assert parsed.counters == graph.counters
+    assert parsed.fresh_id("relu") == graph.fresh_id("relu")
 
 
 @st.composite
