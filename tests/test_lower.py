@@ -320,3 +320,12 @@ def test_skips_are_recorded_with_reasons():
     assert op_counts(low.graph) == {}
     with torch.no_grad():
         assert sqnr(model(*x), run(low.module(), x)) >= 30  # float ops on q/dq'd inputs
+
+
+def test_reference_exports():
+    """The reference target is plain tensors and ops: torch.export takes it as it is."""
+    low = lowered("digits", "reference")
+    gm = low.module(engine=None)
+    inputs = setup("digits")[4]
+    exported = torch.export.export(gm, inputs)
+    assert torch.equal(exported.module()(*inputs), run(gm, inputs, engine=None))
