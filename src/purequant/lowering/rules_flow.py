@@ -42,7 +42,11 @@ def _quantized_args(sw: Sweep, value: Any) -> Any:
 
 def _copy_on_quantized(sw: Sweep, node: Node, nid: str) -> Ref:
     kwargs = {k: _quantized_args(sw, v) for k, v in node.kwargs.items()}
-    return sw.emit(node.op, node.target, _quantized_args(sw, node.args), kwargs, nid=nid, meta=node.meta)
+    # Quantized kernels may hand back channels-last tensors (quantized.batch_norm2d does), on
+    # which `view` can fail where the float graph's contiguous tensor did not. `reshape` is the
+    # same dataflow and still returns a view whenever the layout allows.
+    target = "reshape" if node.op == "call_method" and node.target == "view" else node.target
+    return sw.emit(node.op, target, _quantized_args(sw, node.args), kwargs, nid=nid, meta=node.meta)
 
 
 def native_shares(sw: Sweep, m: Any) -> QVal:
