@@ -10,7 +10,8 @@ times, interleaved in one process after a warm-up round:
       and the whole `purequant.trace` + `to_graph_module`.
 
 Prints medians with [min, max], the ratios (b)/(a) and (c)/(a), and the log-log slope of (b)
-between the smallest and largest size (and fitted over all sizes).
+between the smallest and largest size (and fitted over all sizes), twice: by wall clock, and by
+this process's CPU time (the stable figure when other jobs share the 2 vCPUs).
 
 Run: .venv/bin/python bench/bench_trace.py [--sizes 1000,10000,30000] [--rounds 7,5,3]
 """
@@ -37,15 +38,15 @@ SIZES = (1_000, 10_000, 30_000)
 ROUNDS = (9, 5, 3)
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     gc.collect()  # start every call from the same heap state
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
-def measure(n_nodes: int, rounds: int) -> dict[str, list[float]]:
-    """Times (seconds) per variant, `rounds` interleaved calls each after one warm-up round."""
+def measure(n_nodes: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall, cpu) seconds per variant: `rounds` interleaved calls each after a warm-up round."""
     model = residual_chain_for_nodes(n_nodes)
     fx_graph, tracer = capture(model, (), frozenset(), None)
     variants: dict[str, Callable[[], object]] = {
@@ -55,7 +56,7 @@ def measure(n_nodes: int, rounds: int) -> dict[str, list[float]]:
         "ours capture": lambda: capture(model, (), frozenset(), None),
         "ours trace+emit": lambda: to_graph_module(purequant.trace(model)),
     }
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    times: dict[str, list] = {k: [] for k in variants}
     for fn in variants.values():  # warm-up: imports, caches, first compile
         fn()
     for _ in range(rounds):
@@ -94,20 +95,29 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"machine: {_cpu()}; torch {torch.__version__}; 1 thread")
     results = {n: measure(n, r) for n, r in zip(sizes, rounds)}
-    print("\n| fx nodes | symbolic_trace | ours fx->IR->fx | ratio | ours capture | "
+    for clock, idx in (("wall clock (perf_counter)", 0), ("CPU time of this process "
+                                                            "(process_time)", 1)):
+        _report(clock, sizes, {n: {k: [x[idx] for x in v] if k != "nodes" else v
+                                   for k, v in t.items()} for n, t in results.items()})
+
+
+def _report(clock: str, sizes: list[int], results: dict) -> None:
+    med = statistics.median
+    print(f"\n### {clock}: median [min, max]\n")
+    print("| fx nodes | symbolic_trace | ours fx->IR->fx | ratio | ours capture | "
           "ours trace+emit | ratio |")
     print("|---|---|---|---|---|---|---|")
-    med = statistics.median
     for t in results.values():
         base = med(t["symbolic_trace"])
         print(f"| {t['nodes'][0]:,} | {_fmt(t['symbolic_trace'])} | {_fmt(t['ours fx->IR->fx'])} | "
               f"{med(t['ours fx->IR->fx']) / base:.2f} | {_fmt(t['ours capture'])} | "
               f"{_fmt(t['ours trace+emit'])} | {med(t['ours trace+emit']) / base:.2f} |")
     ns = [results[n]["nodes"][0] for n in sizes]
+    print()
     for key in ("ours fx->IR->fx", "symbolic_trace", "ours trace+emit"):
         ts = [med(results[n][key]) for n in sizes]
         ends = math.log(ts[-1] / ts[0]) / math.log(ns[-1] / ns[0])
-        print(f"\nlog-log slope, {key}: {ends:.3f} ({ns[0]:,} -> {ns[-1]:,} nodes), "
+        print(f"- log-log slope, {key}: {ends:.3f} ({ns[0]:,} -> {ns[-1]:,} nodes); "
               f"fitted over all sizes {_slope(ns, ts):.3f}")
 
 

@@ -33,6 +33,7 @@ from .values import to_plain
 _EMPTY = pmap()
 _TYPED_OPS = frozenset({"call_module", "call_function", "call_method"})
 _SCALARS = frozenset({type(None), bool, int, float, str})
+_FX_NODE = torch.fx.Node
 
 Provenance = Mapping[torch.fx.Node, tuple[str, Any, Any]]
 
@@ -148,11 +149,25 @@ def graph_from_fx(
         if type(target) is not str:
             raise TraceError(f"node %{name} ({op}) has a non-string target {target!r}", node_id=name)
 
-        args = tuple([to_plain(a, refs, fx_node) for a in fx_node.args])
+        args = _args(fx_node.args, refs, fx_node)
         kwargs = _kwargs(fx_node, refs, kwarg_maps) if fx_node.kwargs else _EMPTY
         ref = b.add(Node(name, op, target, args, kwargs, pmap(make_meta(fx_node, target))))
         refs[fx_node] = ref
     return b.finish(), targets.callables
+
+
+def _args(values: tuple, refs: dict, fx_node: torch.fx.Node) -> tuple:
+    # Edges and scalars, nearly every argument, inline; the rest through to_plain.
+    out = []
+    for a in values:
+        t = type(a)
+        if t is _FX_NODE:
+            out.append(refs[a])
+        elif t in _SCALARS:
+            out.append(a)
+        else:
+            out.append(to_plain(a, refs, fx_node))
+    return tuple(out)
 
 
 def _kwargs(fx_node: torch.fx.Node, refs: dict, interned: dict) -> PMap:

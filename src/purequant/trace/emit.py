@@ -84,9 +84,14 @@ def _emit(graph: Graph, params: Mapping, module_objects: Mapping, modules: Mappi
             target = functions(node)
         elif (op == "call_module" or op == "get_attr") and target not in objects:
             objects[target] = lookup(node)
-        args = tuple([to_fx(a, env) for a in node.args])
-        kwargs = {k: to_fx(v, env) for k, v in node.kwargs.items()} if node.kwargs else None
-        env[node.id] = create(op, target, args, kwargs, node.id)
+        # Created bare, then given its arguments through the public setters: create_node would
+        # first walk every argument with pytree looking for SymInts (which plain IR values
+        # never hold), doubling its cost.
+        fx_node = env[node.id] = create(op, target, (), None, node.id)
+        if node.kwargs:
+            fx_node.kwargs = {k: to_fx(v, env) for k, v in node.kwargs.items()}
+        if node.args:
+            fx_node.args = tuple([to_fx(a, env) for a in node.args])
     gm = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph(), class_name)
     _install_all(gm, objects)
     gm.training = training

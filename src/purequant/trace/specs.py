@@ -23,9 +23,24 @@ def type_name(cls: type) -> str:
 
 def is_plain(value: Any) -> bool:
     """True for None, bool, int, float, str and (nested) tuples of those."""
-    if type(value) in _SCALARS:
-        return True
-    return type(value) is tuple and all(is_plain(v) for v in value)
+    return _plain_key(value) is not None
+
+
+def _plain_key(value: Any) -> tuple | None:
+    # None unless `value` is plain; else a key equal only for equal values of equal types
+    # (1 == 1.0 == True, so the value alone would not do).
+    t = type(value)
+    if t in _SCALARS:
+        return (t, value)
+    if t is not tuple:
+        return None
+    parts: list = [tuple]
+    for item in value:
+        key = _plain_key(item)
+        if key is None:
+            return None
+        parts.append(key)
+    return tuple(parts)
 
 
 def plain_attrs(module: torch.nn.Module) -> dict[str, Any]:
@@ -34,10 +49,26 @@ def plain_attrs(module: torch.nn.Module) -> dict[str, Any]:
     O(attributes). Private names (`_reversed_padding_repeated_twice`) and anything that is not
     plain (tensors, modules, lists, callables) are left out.
     """
-    return {
-        k: v for k, v in vars(module).items()
-        if k[0] != "_" and (type(v) in _SCALARS or is_plain(v))
-    }
+    return _attrs_and_key(module)[0]
+
+
+def _attrs_and_key(module: torch.nn.Module) -> tuple[dict[str, Any], tuple]:
+    # Equal keys mean equal attrs of equal types (see _plain_key).
+    attrs: dict[str, Any] = {}
+    key: list = [type(module)]
+    for k, v in vars(module).items():
+        if k[0] == "_":
+            continue
+        t = type(v)
+        if t in _SCALARS:
+            attrs[k] = v
+            key += (k, t, v)
+        elif t is tuple:
+            vkey = _plain_key(v)
+            if vkey is not None:
+                attrs[k] = v
+                key += (k, vkey)
+    return attrs, tuple(key)
 
 
 def module_spec(module: torch.nn.Module, path: str, interned: dict | None = None) -> ModuleSpec:
@@ -50,14 +81,12 @@ def module_spec(module: torch.nn.Module, path: str, interned: dict | None = None
     `interned`, when given, is a dict shared across calls: equal attrs maps are built once and
     shared (a model's many identical layers then cost one map).
     """
-    attrs = plain_attrs(module)
-    if interned is None:
+    attrs, key = _attrs_and_key(module)
+    attrs_map = None if interned is None else interned.get(key)
+    if attrs_map is None:
         attrs_map = pmap(attrs)
-    else:
-        key = (type(module), tuple([(k, _typed(v)) for k, v in attrs.items()]))
-        attrs_map = interned.get(key)
-        if attrs_map is None:
-            attrs_map = interned[key] = pmap(attrs)
+        if interned is not None:
+            interned[key] = attrs_map
     params: dict[str, str | None] = {}
     subs = module.named_modules(remove_duplicate=False) if module._modules else (("", module),)
     for sub_path, sub in subs:
@@ -82,14 +111,6 @@ def attr_at(model: torch.nn.Module, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def _typed(value: Any) -> Any:
-    # 1 == 1.0 == True: a cache key must tell them apart, or one module's spec would get
-    # another's value with the wrong type.
-    if type(value) is tuple:
-        return (tuple, tuple([_typed(v) for v in value]))
-    return (type(value), value)
 
 
 def _join(prefix: str, name: str) -> str:

@@ -32,6 +32,7 @@ _SKIP_DIRS = (
     os.path.dirname(os.path.abspath(__file__)) + os.sep,
     sysconfig.get_paths()["stdlib"] + os.sep,
 )
+_SCALARS = frozenset({type(None), bool, int, float, str})
 # filename -> True when frames of that file are internal (torch, stdlib, this package).
 _INTERNAL: dict[str, bool] = {}
 
@@ -151,6 +152,14 @@ class CaptureTracer(torch.fx.Tracer):
         return proxy
 
     def create_arg(self, a: Any) -> Any:
+        t = type(a)
+        # The two commonest arguments first: fx's own checks (isinstance against Parameter's
+        # metaclass, constant types, opaque types) would all fail for them before its base
+        # class returns exactly this.
+        if t is torch.fx.Proxy:
+            return a.node
+        if t in _SCALARS:
+            return a
         if isinstance(a, torch.Tensor):
             path = self._param_paths.get(id(a)) if isinstance(a, torch.nn.Parameter) else None
             path = path or self._buffer_paths.get(id(a)) or self.tensor_attrs.get(a)
