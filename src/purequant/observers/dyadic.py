@@ -18,7 +18,7 @@ import math
 import torch
 from attrs import cmp_using, field, frozen
 
-from .errors import ObserverConfigError, ObserverMergeError, located
+from .errors import EmptyStatsError, ObserverConfigError, ObserverMergeError, located
 from .formula import quant_range
 from .spec import ObserverSpec
 from .tensorutil import detached, tensor_range, tensors_equal
@@ -48,9 +48,23 @@ class DyadicHistogram:
         """True for the identity."""
         return self.exponent is None
 
+    def grid(self) -> tuple[int, torch.Tensor] | None:
+        """(exponent, counts), or None for the identity (narrows both fields at once)."""
+        if self.exponent is None or self.counts is None:
+            return None
+        return self.exponent, self.counts
+
+    def filled(self) -> tuple[int, torch.Tensor]:
+        """(exponent, counts) of non-empty statistics; EmptyStatsError for the identity."""
+        grid = self.grid()
+        if grid is None:
+            raise EmptyStatsError("the histogram is empty: observe a tensor first")
+        return grid
+
     def bin_width(self) -> float:
         """Width of one bin (a power of two). Non-empty statistics only."""
-        return math.ldexp(1.0, self.exponent + 1) / self.counts.shape[0]
+        exponent, counts = self.filled()
+        return math.ldexp(1.0, exponent + 1) / counts.shape[0]
 
 
 EMPTY_DYADIC = DyadicHistogram()
@@ -119,26 +133,29 @@ def observe_dyadic(spec: ObserverSpec, stats: DyadicHistogram, x: torch.Tensor,
         return stats
     lo, hi = tensor_range(x, where)
     need = exponent_for(max(-lo, hi))
-    if stats.empty:
+    grid = stats.grid()
+    if grid is None:
         return DyadicHistogram(need, _count(detached(x), need, dyadic_bins(spec)), lo, hi)
-    exponent = max(need, stats.exponent)
-    counts = _count(detached(x), exponent, stats.counts.shape[0])
-    counts = counts + regrid(stats.counts, stats.exponent, exponent)
+    old, old_counts = grid
+    exponent = max(need, old)
+    counts = _count(detached(x), exponent, old_counts.shape[0]) + regrid(old_counts, old, exponent)
     return DyadicHistogram(exponent, counts, min(lo, stats.min_val), max(hi, stats.max_val))
 
 
 def merge_dyadic(spec: ObserverSpec, a: DyadicHistogram, b: DyadicHistogram,
                  where: str | None) -> DyadicHistogram:
     """Exact union: both moved to the coarser grid, counts added. O(bins)."""
-    if b.empty:
+    ga, gb = a.grid(), b.grid()
+    if gb is None:
         return a
-    if a.empty:
+    if ga is None:
         return b
-    if a.counts.shape != b.counts.shape:
+    (ea, ca), (eb, cb) = ga, gb
+    if ca.shape != cb.shape:
         raise ObserverMergeError(
-            located(f"cannot merge histograms of {a.counts.shape[0]} and {b.counts.shape[0]} bins; "
+            located(f"cannot merge histograms of {ca.shape[0]} and {cb.shape[0]} bins; "
                     "use one spec (same `bins`) for every shard", where)
         )
-    e = max(a.exponent, b.exponent)
-    counts = regrid(a.counts, a.exponent, e) + regrid(b.counts, b.exponent, e)
+    e = max(ea, eb)
+    counts = regrid(ca, ea, e) + regrid(cb, eb, e)
     return DyadicHistogram(e, counts, min(a.min_val, b.min_val), max(a.max_val, b.max_val))

@@ -57,8 +57,7 @@ def quant_range(spec: ObserverSpec, where: str | None = None) -> QuantRange:
             located("reduce_range with a symmetric quint8 scheme is unsupported (zero point 128 "
                     "would fall outside 0..127); use qint8, or quant_min/quant_max", where)
         )
-    custom = spec.quant_min is not None and spec.quant_max is not None
-    if not custom:
+    if spec.quant_min is None or spec.quant_max is None:
         table = _REDUCED if spec.reduce_range else _FULL
         qmin, qmax = table.get(spec.dtype, _FULL[spec.dtype])
         return QuantRange(qmin, qmax, False)

@@ -178,10 +178,11 @@ def observe_histogram(spec: ObserverSpec, stats: HistogramStats, x: torch.Tensor
     n, raw, chunks = values.numel(), stats.raw_elements, stats.chunks
     if budget is None or raw + n <= budget:
         return HistogramStats(chunks + (_raw_batch(x, lo, hi),), raw + n)
-    state, k = None, 0
+    state: HistState | None = None
+    k = 0
     while k < len(chunks) and raw + n > budget:
         state, raw, k = _absorb(state, chunks[k], bins, upsample), raw - _size(chunks[k]), k + 1
-    if raw + n <= budget:
+    if state is not None and raw + n <= budget:
         return HistogramStats((state,) + chunks[k:] + (_raw_batch(x, lo, hi),), raw + n)
     return HistogramStats((fold_batch(state, values, lo, hi, bins, upsample),), 0)
 
@@ -202,9 +203,11 @@ def replay_histogram(spec: ObserverSpec, stats: HistogramStats) -> HistState:
     O(raw elements + chunks * bins * upsample).
     """
     bins, upsample, _ = _options(spec)
-    state = None
+    state: HistState | None = None
     for chunk in stats.chunks:
         state = _absorb(state, chunk, bins, upsample)
+    if state is None:
+        raise empty_error(spec.kind, None)
     return state
 
 

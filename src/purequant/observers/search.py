@@ -51,7 +51,7 @@ def _tails(spec: ObserverSpec) -> str:
 
 def _abs_counts(h: DyadicHistogram) -> np.ndarray:
     # Bin bins/2 + i holds [i*w, (i+1)*w); bin bins/2 - 1 - i holds its mirror image.
-    counts = h.counts.numpy().astype(np.float64)
+    counts = h.filled()[1].numpy().astype(np.float64)
     half = counts.shape[0] // 2
     return counts[half:] + counts[:half][::-1]
 
@@ -74,7 +74,7 @@ def percentile_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, flo
         top = max(-h.min_val, h.max_val)
         t = top if rank >= counts.sum() else min(top, _quantile(counts, rank, 0.0, w))
         return f32(max(h.min_val, -t)), f32(min(h.max_val, t))
-    counts = h.counts.numpy().astype(np.float64)
+    counts = h.filled()[1].numpy().astype(np.float64)
     total, left = counts.sum(), -w * (counts.shape[0] // 2)
     lo_rank, hi_rank = (1.0 - q) * total, q * total
     lo = h.min_val if lo_rank <= 0 else max(h.min_val, _quantile(counts, lo_rank, left, w))
@@ -103,7 +103,7 @@ def mse_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, float]:
     end alpha * max (lower end fixed) then the lower end alpha * min, so an outlier on one side
     does not drag the other side in.
     """
-    counts = h.counts.numpy()
+    counts = h.filled()[1].numpy()
     (nonzero,) = np.nonzero(counts)
     w, half = h.bin_width(), counts.shape[0] // 2
     centres = torch.from_numpy(np.clip((nonzero - half + 0.5) * w, h.min_val, h.max_val))
@@ -148,10 +148,10 @@ def _divergence(a: np.ndarray, outliers: float, positions: np.ndarray, i: int, n
     q = np.where(present, mass[group] / np.maximum(members[group], 1), 0.0)
     if q.sum() == 0:
         return math.inf
-    p, q = _smooth(p / p.sum()), _smooth(q / q.sum())
-    if p is None or q is None:
+    ps, qs = _smooth(p / p.sum()), _smooth(q / q.sum())
+    if ps is None or qs is None:
         return math.inf
-    return float(np.sum(p * np.log(p / q)))
+    return float(np.sum(ps * np.log(ps / qs)))
 
 
 def entropy_range(spec: ObserverSpec, h: DyadicHistogram) -> tuple[float, float]:
