@@ -14,13 +14,32 @@ import tempfile
 from pathlib import Path
 
 import torch
+from attrs import frozen
 from pyrsistent import PMap, pmap
 
 from ..errors import StageError
 
+# Digests of packed weights (engine objects `fold_weights` makes) start with this. The store
+# does not hold them: `torch.load(weights_only=True)` refuses them, so a dump records their
+# digest only and reading one back gives an `UnstoredPacked` marker.
+PACKED = "packed-"
+
+
+@frozen
+class UnstoredPacked:
+    """Stands for a packed-weights object a dump names but does not store (see PACKED)."""
+
+    digest: str
+
 
 def tensor_digest(t: torch.Tensor) -> str:
-    """sha256 hex digest of a tensor's dtype, shape, qparams and bytes. O(numel)."""
+    """sha256 hex digest of a tensor's dtype, shape, qparams and bytes. O(numel).
+
+    A packed-weights object is digested from its `__getstate__` (the tensors and settings it
+    was packed from), with the PACKED prefix.
+    """
+    if not isinstance(t, torch.Tensor):
+        return _packed_digest(t)
     t = t.detach()
     h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|{_qparams(t)}|".encode())
     data = t.int_repr() if t.is_quantized else t
@@ -28,6 +47,21 @@ def tensor_digest(t: torch.Tensor) -> str:
     raw = data.cpu().contiguous().reshape(-1).view(torch.uint8)
     h.update(memoryview(raw.numpy()))
     return h.hexdigest()
+
+
+def _packed_digest(obj: object) -> str:
+    if isinstance(obj, UnstoredPacked):
+        return obj.digest
+    h = hashlib.sha256(type(obj).__name__.encode())
+    stack = [obj.__getstate__()]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (tuple, list)):
+            h.update(b"(%d" % len(v))
+            stack.extend(reversed(v))
+        else:
+            h.update((tensor_digest(v) if isinstance(v, torch.Tensor) else repr(v)).encode() + b"|")
+    return PACKED + h.hexdigest()
 
 
 def _qparams(t: torch.Tensor) -> str:
@@ -92,7 +126,7 @@ def params_changed(before: PMap, after: PMap) -> PMap:
 def save_tensor(store: Path, t: torch.Tensor, digest: str) -> None:
     """Write `t` as `store/<digest>.pt` unless it is there already (written atomically)."""
     path = store / f"{digest}.pt"
-    if path.exists():
+    if digest.startswith(PACKED) or path.exists():
         return
     store.mkdir(parents=True, exist_ok=True)
     # torch.save of a view writes its whole storage; a clone holds exactly the tensor.
@@ -109,6 +143,8 @@ def load_tensor(store: Path, digest: str) -> torch.Tensor:
     Raises:
         StageError: the file is missing or its content does not match its name.
     """
+    if digest.startswith(PACKED):
+        return UnstoredPacked(digest)
     path = store / f"{digest}.pt"
     if not path.exists():
         raise StageError(f"tensor {digest[:12]} is missing from {store}", hint="copy the whole dump folder, tensors/ included")
