@@ -322,6 +322,25 @@ def test_emit_from_specs_alone_is_bit_identical(name):
         assert_same(model(*x), gm(*x))
 
 
+def test_emit_builds_purequant_fused_specs():
+    # Specs a stage made (fused types, QAT form keeps bn unfolded) are built by purequant.nn.
+    from purequant.stages.fuse import fuse
+
+    entry = ZOO["digits"]
+    model = entry.build().train()
+    traced = purequant.trace(model)
+    graph, params, modules, _ = fuse(traced.graph, traced.params, traced.modules)
+    assert any(s.type.startswith("purequant.nn.ConvBn") for s in modules.values())
+    unchanged = {k: v for k, v in traced.module_objects.items()
+                 if traced.modules.get(k) == modules.get(k)}
+    gm = emit_graph_module(graph, params=params, module_objects=unchanged, modules=modules)
+    model.eval()
+    gm.eval()
+    x = entry.example_inputs(2)
+    with torch.no_grad():
+        assert_same(model(*x), gm(*x))
+
+
 def test_emit_from_spec_shares_the_params_tables_tensors():
     traced = purequant.trace(ConvNet().eval())
     bn = module_from_spec(traced.modules["bn"], traced.params)

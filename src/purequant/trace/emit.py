@@ -24,10 +24,12 @@ import torch
 import torch.fx
 from pyrsistent import pmap
 
-from ..errors import TraceError
+from ..errors import PurequantError, TraceError
 from ..ir import Graph, ModuleSpec, Node, paused_gc
 from ..qconfig.errors import QualifiedNameError
 from ..qconfig.names import resolve_qualified_name
+from ..nn.build import build_module
+from ..nn.fused import FUSED_TYPES
 from .instantiate import module_from_spec
 from .values import to_fx
 
@@ -52,7 +54,8 @@ def emit_graph_module(
         module_objects: path -> module object; used as is for call_module targets (and for
             get_attr targets that are modules).
         modules: path -> ModuleSpec, for call_module targets without a module object: those
-            are instantiated from the spec and `params` (see `instantiate.module_from_spec`).
+            are built from the spec and `params`: `purequant.nn.build_module` for purequant's
+            fused types, `instantiate.module_from_spec` (through the constructor) otherwise.
         callables: call_function target -> function, consulted before resolving the target
             as a qualified name.
         class_name: the GraphModule's class name.
@@ -161,10 +164,12 @@ class _Objects:
                 "ModuleSpec", node_id=node.id,
             )
         try:
+            if spec.type in FUSED_TYPES:  # purequant.nn's own modules know how to build
+                return build_module(spec, self.params)
             return module_from_spec(spec, self.params)
-        except TraceError as e:
-            e.node_id = node.id
-            raise
+        except PurequantError as e:
+            raise TraceError(f"cannot build module {target!r} for %{node.id}: {e.message}",
+                             node_id=node.id, hint=e.hint) from e
 
 
 def _install_all(gm: torch.nn.Module, objects: dict[str, Any]) -> None:
