@@ -263,8 +263,13 @@ def _meta(weird: bool) -> st.SearchStrategy[tuple]:
     return st.just(()) | pairs.map(tuple)
 
 
+# Floats that break naive code (equality, printing, hashing) come up often, not by luck.
+_SPECIAL_FLOATS = st.sampled_from([float("nan"), -0.0, float("inf"), float("-inf"), 0.5, 1e-300])
+_STRINGS = st.sampled_from(["bilinear", "it's", 'say "hi"', "a\\b", "line\nbreak", "#", "%x"]) | st.text(max_size=6)
+
+
 def _number() -> st.SearchStrategy[Const]:
-    return st.builds(Const, st.integers(-4, 4) | st.floats(-4, 4) | st.sampled_from([float("nan"), -0.0]))
+    return st.builds(Const, _SPECIAL_FLOATS | st.integers(-4, 4) | st.floats(-4, 4))
 
 
 def _index() -> st.SearchStrategy[Const]:
@@ -312,6 +317,9 @@ def _realistic_ops() -> st.SearchStrategy[Op]:
         _fn("operator.getitem", st.tuples(_BACK, _index())),
         _fn("torch.nn.functional.linear", st.tuples(_BACK, _BACK, _BACK | st.just(Const(None)))),
         _fn("torch.nn.functional.relu", one, st.just((("inplace", Const(False)),))),
+        _fn("torch.full", st.tuples(st.builds(Const, st.tuples(st.integers(1, 4), st.integers(1, 4))),
+                                    st.builds(Const, _SPECIAL_FLOATS))),
+        _fn("torch.nn.functional.interpolate", one, st.tuples(st.tuples(st.just("mode"), st.builds(Const, _STRINGS)))),
         _op("get_attr", st.sampled_from(_ATTR_PATHS), st.just(())),
     )
 
