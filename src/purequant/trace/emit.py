@@ -26,10 +26,10 @@ from pyrsistent import pmap
 
 from ..errors import PurequantError, TraceError
 from ..ir import Graph, ModuleSpec, Node, paused_gc
-from ..qconfig.errors import QualifiedNameError
-from ..qconfig.names import resolve_qualified_name
 from ..nn.build import build_module
 from ..nn.fused import FUSED_TYPES
+from ..qconfig.errors import QualifiedNameError
+from ..qconfig.names import resolve_qualified_name
 from .instantiate import module_from_spec
 from .values import to_fx
 
