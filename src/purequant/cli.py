@@ -5,6 +5,7 @@
     purequant show digits.pq           print a saved model's graph (or a saved .graph)
     purequant explain digits.pq features_0_0    why a node was (not) quantized
     purequant replay dump/001_fuse     re-run one dumped stage; exit 0 if equal, 1 if not
+    purequant demo                     train, quantize and compare the digits CNN; HTML report
 
 Errors print as one line plus a hint and exit with code 2; `--debug` shows the traceback.
 """
@@ -366,6 +367,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK if result.equal else EXIT_DIFFERENT
 
 
+# ------------------------------------------------------------------ demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train the digits CNN (or take a zoo model), quantize it, print the table, write the report."""
+    from .demo import DemoOptions, run_demo
+
+    report = None if args.no_report else Path(args.report_dir)
+    run_demo(DemoOptions(model=args.model, mode=args.mode, backend=args.backend,
+                         report_dir=report, seed=args.seed))
+    return EXIT_OK
+
+
+def _add_demo_parser(sub) -> None:
+    from .demo.run import MODELS, MODES
+
+    demo = sub.add_parser(
+        "demo", help="train a small CNN on digits, quantize it, compare, write an HTML report",
+        description="Train the digits CNN on scikit-learn's 8x8 digits (a few seconds), quantize it "
+                    "through prepare -> calibrate -> convert, print accuracy, size, latency, SQNR "
+                    "and time per stage, and write a self-contained HTML report.")
+    demo.add_argument("--model", choices=MODELS, default="digits",
+                      help="digits (trained here) or a zoo model on random inputs (default: digits)")
+    demo.add_argument("--mode", choices=MODES, default="static", help="quantization mode (default: static)")
+    demo.add_argument("--backend", choices=("x86", "fbgemm", "qnnpack", "onednn"), default="x86",
+                      help="quantized kernels to lower to (default: x86)")
+    demo.add_argument("--report-dir", default="purequant-report", metavar="DIR",
+                      help="folder of the HTML report (default: ./purequant-report)")
+    demo.add_argument("--no-report", action="store_true", help="print the table only")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the digits split, weights and shuffling")
+    demo.set_defaults(handler=cmd_demo)
+
+
 # ------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -394,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--trust", action="append", default=[], metavar="PREFIX",
                      help="also import stage functions and records from this package prefix (repeatable)")
     rep.set_defaults(handler=cmd_replay)
+    _add_demo_parser(sub)
     return parser
 
 
