@@ -366,6 +366,26 @@ def test_emit_without_object_or_spec_names_the_node():
     assert info.value.node_id == "conv"
 
 
+def test_emitted_node_names_are_the_ids_except_reserved_ones():
+    graph = parse_graph(
+        "%x = placeholder x()\n"
+        "%sum = call_method sum(%x)\n"
+        "%sum_1 = call_function operator.add(%sum, %x)\n"
+        "%input = call_function torch.relu(%sum_1)\n"
+        "%output = output output(%input)\n"
+    )
+    gm = emit_graph_module(graph, params={}, module_objects={})
+    names = [n.name for n in gm.graph.nodes]
+    assert names[0] == "x" and names[2] == "sum_1" and names[4] == "output"
+    assert names[1] not in graph and names[1].startswith("sum_")
+    assert names[3] not in graph and names[3].startswith("input_")
+    x = torch.randn(4)
+    assert torch.equal(gm(x), torch.relu(x.sum() + x))
+    traced = purequant.trace(ConvNet())
+    gm = purequant.to_graph_module(traced)
+    assert [n.name for n in gm.graph.nodes] == list(traced.graph.ids())
+
+
 # ------------------------------------------------------------------ constants and values
 class Values(nn.Module):
     def forward(self, x):

@@ -10,13 +10,16 @@ path, so a target under a user's module (`fc.weight` next to `fc`) would be set 
 module (re-registering a non-persistent buffer as persistent, for one). `_install` builds its
 own container modules instead and only verifies paths that run through a user's module.
 
-Node names equal the IR ids, except where an id is a Python builtin or keyword fx refuses as a
-variable name (`sum`, `input`); fx then appends a suffix.
+Node names equal the IR ids, except an id that is a Python builtin or keyword, which fx refuses
+as a variable name (`sum`, `input`): that one gets the first free `sum_1`, `sum_2`, ... that no
+other id uses, so every other node keeps its id as its name.
 """
 
 from __future__ import annotations
 
+import builtins
 import importlib
+import keyword
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +84,7 @@ def _emit(graph: Graph, params: Mapping, module_objects: Mapping, modules: Mappi
     functions = _Functions(callables)
     lookup = _Objects(params, module_objects, modules)
     create = fx_graph.create_node
+    names = _fx_names(graph.ids())
     for node in graph.node_list():
         op, target = node.op, node.target
         if op == "call_function":
@@ -90,7 +94,7 @@ def _emit(graph: Graph, params: Mapping, module_objects: Mapping, modules: Mappi
         # Created bare, then given its arguments through the public setters: create_node would
         # first walk every argument with pytree looking for SymInts (which plain IR values
         # never hold), doubling its cost.
-        fx_node = env[node.id] = create(op, target, (), None, node.id)
+        fx_node = env[node.id] = create(op, target, (), None, names.get(node.id, node.id))
         if node.kwargs:
             fx_node.kwargs = {k: to_fx(v, env) for k, v in node.kwargs.items()}
         if node.args:
@@ -111,6 +115,31 @@ def _load_op_library(target: str) -> None:
     for prefix, module in _OP_LIBRARIES.items():
         if target.startswith(prefix):
             importlib.import_module(module)
+
+
+def _fx_names(ids: tuple[str, ...]) -> dict[str, str]:
+    """fx names for the ids fx would refuse (builtins, keywords); every other id is its name.
+
+    Picked here, among names no id uses, so that fx's own renaming (`sum` -> `sum_1`) cannot
+    push a later `sum_1` on to `sum_2`. O(n) set lookups.
+    """
+    bad = [nid for nid in ids if nid in _RESERVED]
+    if not bad:
+        return {}
+    taken = set(ids) | _RESERVED
+    names = {}
+    for nid in bad:
+        k = 1
+        while f"{nid}_{k}" in taken:
+            k += 1
+        names[nid] = f"{nid}_{k}"
+        taken.add(names[nid])
+    return names
+
+
+# Names fx will not give a node (it renames them): keywords, builtins, its own globals.
+_RESERVED = frozenset(keyword.kwlist) | frozenset(builtins.__dict__) | frozenset(
+    getattr(torch.fx.graph, "_custom_builtins", ()))
 
 
 class _Functions:
