@@ -38,11 +38,16 @@ def canonicalize(graph: Graph) -> Graph:
 
 
 def digest(graph: Graph, *, canonical: bool = True) -> str:
-    """sha256 of the graph's text without provenance (canonical form by default). O(n)."""
-    g = canonicalize(graph) if canonical else graph
-    text = print_graph(g, meta=False)
-    if not canonical:
-        pass
-    # Counters header is history, not content: digest only the node lines.
-    body = "\n".join(line for line in text.splitlines() if not line.startswith("#!"))
-    return hashlib.sha256(body.encode()).hexdigest()
+    """sha256 of the graph's text without provenance (canonical form by default).
+
+    O(n) once per graph value and kind, then remembered on the (immutable) graph.
+    """
+    key = ("digest", canonical)
+    found = graph._cache.get(key)
+    if found is None:
+        g = canonicalize(graph) if canonical else graph
+        text = print_graph(g, meta=False)
+        # Counters header is history, not content: digest only the node lines.
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("#!"))
+        found = graph._cache[key] = hashlib.sha256(body.encode()).hexdigest()
+    return found

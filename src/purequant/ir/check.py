@@ -62,8 +62,12 @@ def check_graph(graph: Graph) -> Graph:
     Checks: the order covers every node once with consistent links and increasing positions;
     ids are identifiers equal to their keys; ops are valid; every edge reads a node defined
     earlier; the users index equals the edges; exactly one output node, and it is last.
-    O(n + edges).
+    O(n + edges), once per graph value: a graph never changes, so a passed check is
+    remembered on it and later calls are O(1) (the runner checks each stage's output, which is
+    the next stage's input).
     """
+    if graph._cache.get("checked"):
+        return graph
     order = _check_order(graph)
     defined: set[str] = set()
     users: dict[str, set[str]] = {nid: set() for nid in order}
@@ -87,4 +91,5 @@ def check_graph(graph: Graph) -> Graph:
         raise _fail(graph, None, "users index has entries for ids not in the graph")
     if outputs != 1 or graph.nodes[order[-1]].op != "output":
         raise _fail(graph, order[-1] if order else None, f"expected exactly one output node, last; found {outputs}")
+    graph._cache["checked"] = True
     return graph
