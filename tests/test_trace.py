@@ -491,6 +491,22 @@ def test_leaf_modules_by_class_or_path_make_it_traceable(leaf):
     assert traced.modules["blocks.1"].params["fc.weight"] == "blocks.1.fc.weight"
 
 
+class Flagged(nn.Module):
+    def forward(self, x, double=True, scale=None):
+        if double:
+            x = x * 2
+        return x if scale is None else x * scale
+
+
+def test_concrete_args_specialise_the_forward():
+    traced = purequant.trace(Flagged(), concrete_args={"double": False, "scale": None})
+    assert traced.input_names == ("x", "double_1", "scale_1")
+    assert not any(n.target == "operator.mul" for n in traced.graph)
+    gm = purequant.to_graph_module(traced)
+    x = torch.randn(3)
+    assert torch.equal(gm(x, False, None), x)
+
+
 def test_bad_leaf_modules_and_example_inputs():
     with pytest.raises(TraceError, match="not a submodule path"):
         purequant.trace(HasDataDependent(), leaf_modules=("blocks.7",))
