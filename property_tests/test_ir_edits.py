@@ -16,16 +16,21 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pyrsistent import pmap, pvector
 
 from purequant.errors import GraphError
-from purequant.ir import Graph, Node, Ref, check_graph, print_graph
-from purequant.testing.strategies import graphs, ir_values
+from purequant.ir import Graph, Node, Ref, Slice, Sym, check_graph, print_graph
+from purequant.testing.strategies import graphs
 
 # Prefixes include ones that sanitize oddly (`a_1_5`, `9lives`, `layer1.0.conv`) and ones that
 # collide with numbered ids (`add_1`), where fresh-id bookkeeping is easiest to get wrong.
 PREFIXES = ("add", "add_1", "a_1_5", "relu", "x", "output", "layer1.0.conv", "9lives", "_1", "obs")
 OPS = ("call_function", "call_method", "call_module", "get_attr")
 TARGETS = ("operator.add", "torch.relu", "view", "conv1", "weight")
+# A fixed sample of constants: this machine tests edits, not values (the text tests draw those),
+# and drawing nested values per node would dominate its run time.
+CONSTANTS = (None, 0, -1, 2.5, -0.0, float("nan"), "it's", Ellipsis, Sym("torch.float32"),
+             Slice(None, 2), (1, 2), pvector([3]), pmap({"k": 1}))
 
 
 def _text(graph: Graph) -> str:
@@ -45,6 +50,7 @@ class EditMachine(RuleBasedStateMachine):
         self.model = list(start.node_list())
         self.history: list[tuple[Graph, str]] = [(start, _text(start))]
         self.ever_ids: set[str] = set(start.ids())
+        self.burst_done = False
 
     # ------------------------------------------------------------------ helpers
     def _index(self, nid: str) -> int:
@@ -70,10 +76,10 @@ class EditMachine(RuleBasedStateMachine):
         op = data.draw(st.sampled_from(OPS), label="op")
         values = [n for n in visible if n.op != "output"]
         refs = st.sampled_from([Ref(n.id) for n in values]) if values else st.nothing()
-        arg = refs | ir_values(max_leaves=2)
+        arg = refs | st.sampled_from(CONSTANTS)
         args = tuple(data.draw(st.lists(arg, max_size=3), label="args"))
         kwargs = data.draw(st.dictionaries(st.sampled_from(["dim", "alpha", "other"]), arg, max_size=2), label="kwargs")
-        meta = data.draw(st.dictionaries(st.sampled_from(["scope", "stage"]), ir_values(max_leaves=2), max_size=1))
+        meta = data.draw(st.dictionaries(st.sampled_from(["scope", "stage"]), st.sampled_from(CONSTANTS), max_size=1))
         return Node(nid, op, data.draw(st.sampled_from(TARGETS)), args, kwargs, meta)
 
     def _non_output(self) -> list[Node]:
@@ -115,15 +121,17 @@ class EditMachine(RuleBasedStateMachine):
         assert nid not in self.ever_ids, f"fresh_id handed out {nid!r}, used before in this history"
         return nid
 
+    @precondition(lambda self: not self.burst_done)
     @rule(data=st.data())
     def burst_of_inserts(self, data) -> None:
-        # 40 inserts right after one anchor halve the gap between position keys 40 times,
-        # which exhausts the 2**32 gap and forces a renumbering. Only the last version is kept
-        # in history, to keep the per-step history check cheap.
+        # 34 inserts right after one anchor halve the gap between position keys 34 times,
+        # which exhausts the 2**32 gap and forces a renumbering. Once per run, and only the
+        # last version is kept in history, to keep the per-step history check cheap.
+        self.burst_done = True
         anchor = data.draw(st.sampled_from(self._non_output()), label="anchor")
         k = self._index(anchor.id)
         graph = self.graph
-        for _ in range(40):
+        for _ in range(34):
             nid = graph.fresh_id("obs")
             assert nid not in self.ever_ids
             node = Node(nid, "call_function", "observe", (Ref(anchor.id),))
@@ -200,8 +208,12 @@ class EditMachine(RuleBasedStateMachine):
         assert g.ids() == tuple(n.id for n in self.model)
         assert g.node_list() == tuple(self.model)
         assert all(g.node(n.id).meta == n.meta for n in self.model)
+        users: dict[str, list[str]] = {n.id: [] for n in self.model}
         for n in self.model:
-            assert list(g.users(n.id)) == self._users(n.id), n.id
+            for i in n.input_ids():
+                users[i].append(n.id)
+        for nid, readers in users.items():
+            assert list(g.users(nid)) == readers, nid
         # No stale entries left behind by erase/insert in the internal maps.
         assert set(g.pos) == set(g.users_map) == set(g.nodes)
         assert len(g.prev) == len(g.next) == len(g) - 1
@@ -209,8 +221,12 @@ class EditMachine(RuleBasedStateMachine):
     @invariant()
     def old_versions_unchanged(self) -> None:
         for k, (version, text) in enumerate(self.history):
-            assert _text(version) == text, f"version {k} of the history changed"
-            assert print_graph(version) == text, f"the cached order of version {k} changed"
+            fresh = attrs.evolve(version)  # same maps, empty caches
+            assert print_graph(fresh) == text, f"version {k} of the history changed"
+            cached, walked = version.node_list(), fresh.node_list()
+            assert len(cached) == len(walked) and all(a is b for a, b in zip(cached, walked)), (
+                f"the cached order of version {k} changed"
+            )
 
 
 EditMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=20, deadline=None)
