@@ -161,7 +161,7 @@ def quantize(work: Workload, options: DemoOptions, dump: Path | None, *,
         prepared = prepare(work.model, dynamic_qconfig(options.mode), work.example,
                            backend=options.backend, dump_dir=_s(dump))
     q = convert(prepared)
-    _check_lowered(quantized_record(q), options)
+    check_lowered(quantized_record(q), options)
     return q
 
 
@@ -171,7 +171,7 @@ def dynamic_qconfig(mode: str) -> Any:
     return float16_qconfig_spec() if mode == "fp16" else default_dynamic_qconfig_spec()
 
 
-def _check_lowered(record: Quantized, options: DemoOptions) -> None:
+def check_lowered(record: Quantized, options: DemoOptions) -> None:
     """Refuse a result where lowering quantized nothing (its numbers would mean nothing)."""
     lower = record.records.get("lower")
     if lower is not None and lower.lowered:
