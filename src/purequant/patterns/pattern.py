@@ -84,7 +84,9 @@ def match_at(
 ) -> tuple[tuple[str, ...], str] | None:
     """Match `pat` rooted at node `nid`.
 
-    Returns (matched ids in graph order, anchor id), or None. O(size of the pattern) lookups.
+    `graph` is a Graph, or any object with the same `nodes`, `users_map` and `pos` mappings
+    (stages pass plain-dict views for speed). Returns (matched ids in graph order, anchor id),
+    or None. O(size of the pattern) lookups.
     """
     out: list[str] = []
     anchor = _match(pat, graph, modules, nid, False, out)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
 from attrs import frozen
 from pyrsistent import PMap, PVector, pmap
 
-from ..ir import Graph, ModuleSpec, Node, Ref, iter_refs
+from ..ir import Graph, ModuleSpec, Node, Ref, iter_refs, paused_gc
 from ..observers.spec import ObserverSpec
 from ..patterns import Observation, PatternEntry, PatternTable, match_at
 
@@ -93,7 +94,15 @@ def find_matches(
         A MatchResult: every covered node -> its Match; every node where some pattern matched
         structurally but none was kept -> the reasons.
     """
-    ctx = _Ctx(graph, modules, qconfig_map, frozenset(custom_modules), _tensor_free(graph))
+    with paused_gc():  # allocation-heavy and cycle-free (see insert_observers)
+        return _find(graph, modules, table, qconfig_map, frozenset(custom_modules))
+
+
+def _find(graph: Graph, modules, table: PatternTable, qconfig_map, custom: frozenset[str]) -> MatchResult:
+    # Plain dicts for the lookups made several times per node (persistent maps cost ~1 us per
+    # lookup in pure Python); the users index and positions are read rarely and stay as is.
+    view = _View(dict(zip(graph.ids(), graph.node_list())), graph.users_map, graph.pos)
+    ctx = _Ctx(view, _as_dict(modules), _as_dict(qconfig_map), custom, _tensor_free(graph))
     matches: dict[str, Match] = {}
     skipped: dict[str, str] = {}
     for nid in reversed(graph.ids()):
@@ -108,12 +117,56 @@ def find_matches(
 
 
 @frozen
+class _View:
+    """The three mappings matching reads from a Graph (match_at accepts any such object)."""
+
+    nodes: Mapping[str, Node]
+    users_map: Mapping[str, tuple[str, ...]]
+    pos: Mapping[str, int]
+
+
+def _as_dict(mapping: Mapping) -> dict:
+    return mapping if type(mapping) is dict else dict(mapping.items())
+
+
+@frozen
 class _Ctx:
-    graph: Graph
+    graph: _View
     modules: Mapping[str, ModuleSpec]
     qconfigs: Mapping[str, Any]
     custom: frozenset[str]
     tensor_free: frozenset[str]
+    # (entry name, id(qconfig)) -> (why not, accepted dtype config): most nodes share a few
+    # qconfig objects, so each entry checks each qconfig's dtypes once per call.
+    verdicts: dict = attrs.field(factory=dict)
+
+    def verdict(self, entry: PatternEntry, qc: Any) -> tuple[str | None, Any]:
+        """(why not, _Facts) for an entry and a qconfig, computed once per call."""
+        key = (entry.name, id(qc))
+        got = self.verdicts.get(key)
+        if got is None:
+            why = entry.rejection(qc)
+            got = self.verdicts[key] = (why, None if why else _facts(entry, qc))
+        return got
+
+
+@frozen
+class _Facts:
+    """What an accepted (entry, qconfig) pair implies for every match of it."""
+
+    is_dynamic: bool
+    output_spec: ObserverSpec | None
+    observe_inputs: bool
+
+
+def _facts(entry: PatternEntry, qc: Any) -> _Facts:
+    dc, act = entry.accepted_config(qc), qc.activation
+    return _Facts(
+        bool(dc is not None and dc.is_dynamic),
+        None if act is None else entry.fixed_spec(act) or act,
+        # torch.ao's reuse-input qconfig: the op never observes its input itself.
+        entry.observe_inputs and not (act is not None and act.option("reuse_input", False)),
+    )
 
 
 def _match_node(ctx: _Ctx, table: PatternTable, nid: str, taken) -> tuple[Match | None, list[str]]:
@@ -145,33 +198,29 @@ def _shared_qconfig(ctx: _Ctx, entry: PatternEntry, nodes: tuple[str, ...]) -> t
     """The qconfig all `nodes` share and the entry accepts, or (None, why not)."""
     qcs = [ctx.qconfigs.get(n) for n in nodes]
     root_qc = qcs[-1]
-    odd = [n for n, q in zip(nodes, qcs) if q != root_qc]
+    odd = [n for n, q in zip(nodes, qcs) if q is not root_qc and q != root_qc]
     if odd:
         return None, f"qconfig of {', '.join('%' + n for n in odd)} differs from the root's"
-    why = entry.rejection(root_qc)
+    why = ctx.verdict(entry, root_qc)[0]
     return (None, why) if why else (root_qc, None)
 
 
 def _build(ctx: _Ctx, entry: PatternEntry, nodes: tuple[str, ...], anchor: str, qc: Any) -> Match:
     """A Match for an accepted entry: resolve inputs, weights and the output's observation."""
-    g, root = ctx.graph, nodes[-1]
-    anchor_node = g.nodes[anchor]
-    dc = entry.accepted_config(qc)
-    dynamic = bool(dc is not None and dc.is_dynamic)
+    anchor_node = ctx.graph.nodes[anchor]
+    facts = ctx.verdict(entry, qc)[1]
     observation = _observation(ctx, entry, anchor_node)
     inputs = () if observation is Observation.NONE else _inputs(ctx, entry, nodes, anchor_node)
     weights = ()
     if entry.weight_arg is not None and entry.quantize_weight and qc.weight is not None:
         weights = tuple(i for i in [_arg_ref(anchor_node, entry.weight_arg)] if i is not None)
     module_weight = anchor_node.target if entry.module_weight and anchor_node.op == "call_module" else None
-    act = qc.activation
-    out_spec = None if act is None else entry.fixed_spec(act) or act
-    shared = _shared_inputs(anchor_node, entry.shares_all_inputs) if observation is Observation.SHARES_INPUT else ()
+    shared = ()
+    if observation is Observation.SHARES_INPUT:
+        shared = tuple(i for i in _shared_inputs(anchor_node, entry.shares_all_inputs) if i not in ctx.tensor_free)
     return Match(
-        root, nodes, entry.name, qc, entry.handler, anchor, observation, inputs, weights,
-        module_weight, dynamic, out_spec, tuple(i for i in shared if i not in ctx.tensor_free),
-        # torch.ao's reuse-input qconfig: the op never observes its input itself.
-        entry.observe_inputs and not (act is not None and act.option("reuse_input", False)),
+        nodes[-1], nodes, entry.name, qc, entry.handler, anchor, observation, inputs, weights,
+        module_weight, facts.is_dynamic, facts.output_spec, shared, facts.observe_inputs,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from attrs import frozen
 from pyrsistent import PMap, pmap
 
-from ..ir import Graph
+from ..ir import Graph, paused_gc
 from ..observers.spec import ObserverSpec
 from ..patterns import Observation
 from .find_matches import Match, MatchResult
@@ -68,10 +68,11 @@ def find_quants(graph: Graph, matches: MatchResult) -> QuantPlan:
     Reads the graph (node order and ops) and the MatchResult. Graph outputs request nothing:
     they stay float. Pure; O(n + matched edges) .
     """
-    plan = _Planner(graph)
-    for m in matches.roots(graph):
-        _plan_match(plan, m)
-    return plan.finish()
+    with paused_gc():  # allocation-heavy and cycle-free (see insert_observers)
+        plan = _Planner(graph)
+        for m in matches.roots(graph):
+            _plan_match(plan, m)
+        return plan.finish()
 
 
 def _plan_match(p: _Planner, m: Match) -> None:
