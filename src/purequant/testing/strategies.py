@@ -87,7 +87,8 @@ class Op(NamedTuple):
 
     Attributes:
         op: the node's op (`placeholder`, `call_function`, ..., `output`).
-        target: the node's target; for a placeholder, the preferred argument name.
+        target: the node's target; for a placeholder, the argument name (a repeated name is
+            replaced by the node's id).
         args: argument recipes (`Back`, `Const`, `ListOf`, `TupleOf`, `DictOf`, `SliceOf`).
         kwargs: pairs of (identifier, argument recipe).
         meta: pairs of (identifier, constant): the node's provenance.
@@ -108,7 +109,7 @@ def build_graph(recipe: tuple[Op, ...]) -> Graph:
     """Build the Graph a recipe describes. Pure: the same recipe gives an equal graph.
 
     Ids are fx-style and deterministic: the last part of the target (`add`, `add_1`, `relu`),
-    the sanitized module or attribute path (`layer1_0_conv`), the placeholder's name.
+    the sanitized module or attribute path (`layer1_0_conv`), the sanitized placeholder name.
 
     Args:
         recipe: a tuple of `Op`; the last one, and only it, has op `output`.
@@ -124,11 +125,16 @@ def build_graph(recipe: tuple[Op, ...]) -> Graph:
         raise ValueError("a recipe must end with its only 'output' op")
     b = GraphBuilder()
     values: list[Ref] = []
+    signature: set[str] = set()
     for k, op in enumerate(recipe):
         if op.op in OPS_WITH_INPUTS and not values and _reads(op):
             raise ValueError(f"recipe op {k} ({op.op} {op.target}) reads a value before any exists")
         nid = b.fresh_id(_id_prefix(op))
-        target = nid if op.op == "placeholder" else op.target
+        target = op.target
+        if op.op == "placeholder":
+            # Argument names are unique in a signature: a repeated one takes its node's id.
+            target = nid if target in signature else target
+            signature.add(target)
         args = tuple(_arg(a, values) for a in op.args)
         kwargs = {name: _arg(a, values) for name, a in op.kwargs}
         values.append(b.add(Node(nid, op.op, target, args, pmap(kwargs), pmap(dict(op.meta)))))
