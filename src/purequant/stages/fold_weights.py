@@ -42,11 +42,14 @@ _PREPACK = (
     "conv_transpose2d_prepack", "conv_transpose3d_prepack", "linear_prepack", "linear_prepack_fp16",
     "embedding_bag_prepack", "embedding_bag_byte_prepack", "embedding_bag_4bit_prepack",
 )
+# What dynamic LSTM/GRU hold per layer and direction: packed weights and biases in one object.
+_CELL_PARAMS = ("make_quantized_cell_params_dynamic", "make_quantized_cell_params_fp16")
 # Targets evaluated when their inputs are constants: weight quantization and prepacking.
 FOLDABLE = frozenset(
     ("torch.quantize_per_tensor", "torch.quantize_per_channel", _QD + "quantize_per_tensor",
-     _QD + "quantize_per_channel") + tuple(_Q + p for p in _PREPACK)
+     _QD + "quantize_per_channel") + tuple(_Q + p for p in _PREPACK + _CELL_PARAMS)
 )
+_PACKING = frozenset(_Q + p for p in _PREPACK + _CELL_PARAMS)  # results bound to the engine
 FOLDED = "_folded"
 
 
@@ -106,11 +109,11 @@ def fold_weights(graph: Graph, params: PMap) -> tuple[Graph, PMap, FoldRecord]:
     folds = []
     for nid in frontier:
         node = graph.nodes[nid]
-        path = _fresh(new_params, chains[nid][1], "packed" if node.target.endswith("prepack") else "quantized")
+        path = _fresh(new_params, chains[nid][1], "packed" if node.target in _PACKING else "quantized")
         new_params[path] = values[nid]
         folds.append(Fold(nid, path, node.target, chains[nid][0], chains[nid][1]))
     new_graph, dropped = _rebuild(graph, folded, {f.node: f for f in folds})
-    packed = any(f.target.endswith("prepack") for f in folds)
+    packed = any(f.target in _PACKING for f in folds)
     record = FoldRecord(tuple(folds), dropped, torch.backends.quantized.engine if packed else None)
     return new_graph, new_params.persistent(), record
 

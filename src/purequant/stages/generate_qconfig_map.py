@@ -8,6 +8,7 @@ module object.
 
 from __future__ import annotations
 
+import attrs
 from attrs import frozen
 from pyrsistent import PMap, pmap
 
@@ -72,17 +73,34 @@ def generate_qconfig_map(graph: Graph, modules: PMap, *, qconfig: QConfigSpec) -
     return QConfigMap(pmap(decisions))
 
 
+def _fused_by_first_op(node: Node, spec: QConfigSpec, mtype: str, decision: Decision) -> Decision:
+    """A fused module (fuse made `LinearReLU` of Linear + ReLU) takes its first op's object-type
+    entry when its own type has none, as torch.ao's `_update_qconfig_for_fusion` does: the
+    spec names `torch.nn.Linear`, never `purequant.nn.LinearReLU`. (torch.ao also refuses a
+    ReLU with another entry; here the first op decides, as it is what carries the weights.)
+    The node's `scope_type` meta keeps the type it was traced as."""
+    first = node.meta.get("scope_type")
+    if not node.meta.get("fused") or not first or first == mtype or decision.level not in ("global", "none"):
+        return decision
+    by_first = resolve_module(spec, module_path=node.target, module_type=first,
+                              type_order_index=node.meta.get("type_index"))
+    if by_first.level in ("global", "none"):
+        return decision
+    return attrs.evolve(by_first, reason=f"fused {mtype} takes its first op's entry: {by_first.reason}")
+
+
 def _decide(node: Node, modules: PMap, spec: QConfigSpec, done: dict[str, Decision]) -> Decision:
     op, meta = node.op, node.meta
     if op == "call_module":
         mod: ModuleSpec | None = modules.get(node.target)
         mtype = mod.type if mod is not None else meta.get("type", "")
-        return resolve_module(
+        decision = resolve_module(
             spec,
             module_path=node.target,
             module_type=mtype,
             type_order_index=meta.get("type_index"),
         )
+        return _fused_by_first_op(node, spec, mtype, decision)
     if op == "call_function":
         return resolve_function(
             spec,
