@@ -54,6 +54,8 @@ ARTIFACT_LOADERS: dict[str, Callable[[Path], Graph]] = {
 def load_graph(source: str) -> Graph:
     """The graph named by `source`: a path to a saved artifact, else a zoo model name."""
     path = Path(source)
+    if not path.exists() and path.suffix in ARTIFACT_LOADERS:
+        raise ConfigError(f"no such file: {source}")
     if path.exists():
         loader = ARTIFACT_LOADERS.get(path.suffix)
         if loader is None:
@@ -144,7 +146,8 @@ def load_model(source: str) -> tuple[Any, Any]:
                           hint="FACTORY names a function (or class) that takes no arguments and returns the model")
     model = factory()
     if not isinstance(model, torch.nn.Module):
-        raise ConfigError(f"{source}() returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ConfigError(f"{source}() returned an object of type {type(model).__name__}, not a torch.nn.Module",
+                          hint="FACTORY must return the model to quantize")
     return model, None
 
 
@@ -153,7 +156,7 @@ def _import(name: str) -> Any:
     if name.endswith(".py"):
         path = Path(name)
         if not path.is_file():
-            raise ConfigError(f"no such file: {name}")
+            raise ConfigError(f"no such file: {name}", hint="MODULE is a dotted module name or the path of a .py file")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         # Registered so the classes it defines have an importable qualified name.
@@ -306,7 +309,8 @@ def _summary(args: argparse.Namespace, model: Any, loaded: Any, out: Path, quali
         lines.append(f"  calibration: {len(calib)} batches of {source}")
     lines.append(f"  ops quantized: {sum(lowered.values())}{_counts(lowered)}")
     lines.append(f"  ops float:     {sum(left.values())}{_counts(left)}")
-    lines.append(f"  size: {_mb(_float_bytes(model))} float parameters -> {_mb(out.stat().st_size)} saved file")
+    lines.append(f"  size: {_mb(_bytes(_tensors(model)))} float parameters -> {_mb(_bytes(record.params.values()))} "
+                 f"saved ones ({_mb(out.stat().st_size)} file)")
     lines.append("  SQNR: " + ("n/a (outputs are not float tensors)" if quality is None
                               else "identical outputs" if math.isinf(quality) else f"{quality:.1f} dB")
                  + " on one random batch, float model vs the saved file")
@@ -348,9 +352,12 @@ def _counts(counter: Counter) -> str:
     return "  (" + ", ".join(items) + (f", +{more} more" if more > 0 else "") + ")" if items else ""
 
 
-def _float_bytes(model: Any) -> int:
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+def _tensors(model: Any) -> list:
+    return list({id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+
+
+def _bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _mb(n: int) -> str:

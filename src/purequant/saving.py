@@ -38,7 +38,9 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -435,19 +437,26 @@ def _read_zip(path: Path) -> tuple[dict[str, bytes], dict]:
         if MANIFEST not in names:
             raise ArtifactError(f"{path} is not a purequant model file (no {MANIFEST})",
                                 hint="purequant.load reads files written by purequant.save")
-        manifest = _manifest(path, z.read(MANIFEST))
+        manifest = _manifest(path, _read_member(path, z, MANIFEST))
         expected = set(manifest["sha256"]) | {MANIFEST}
         if names != expected or set(MEMBERS) - names:
             odd = sorted(names ^ (expected | set(MEMBERS)))
             raise ArtifactError(f"{path}: unexpected or missing members {odd}",
                                 hint="the file was changed after saving; save the model again")
-        members = {name: z.read(name) for name in MEMBERS}
+        members = {name: _read_member(path, z, name) for name in MEMBERS}
     for name, data in members.items():
         if hashlib.sha256(data).hexdigest() != manifest["sha256"][name]:
             raise ArtifactError(f"{path}: {name} does not match its sha256 in {MANIFEST} "
                                 "(the file was changed after saving)",
                                 hint="save the model again from its source")
     return members, manifest
+
+
+def _read_member(path: Path, z: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return z.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # zip's own CRC check, or bad deflate data
+        raise ArtifactError(f"{path}: {name} is damaged ({e})", hint="save the model again from its source") from None
 
 
 def _manifest(path: Path, data: bytes) -> dict:
@@ -469,7 +478,10 @@ def _manifest(path: Path, data: bytes) -> dict:
 
 def _read_params(data: bytes, where: str) -> PMap:
     try:
-        table = torch.load(io.BytesIO(data), weights_only=True)
+        with warnings.catch_warnings():
+            # torch.load of quantized tensors goes through TypedStorage and says so each time.
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            table = torch.load(io.BytesIO(data), weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
         raise ArtifactError(
             f"{where}{PARAMS} holds something other than tensors; torch.load(weights_only=True) "
