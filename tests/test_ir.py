@@ -116,6 +116,9 @@ def test_bad_ids_and_ops_are_refused(g):
     b = GraphBuilder()
     with pytest.raises(GraphError, match="bad op 'call'"):
         b.add(Node("y", "call", "f"))
+    # Was accepted silently by replace_node/update (insert and the builder refused it).
+    with pytest.raises(GraphError, match="bad op 'call'"):
+        g.update("relu", op="call")
 
 
 def test_builder_refuses_forward_references_and_use_after_finish():

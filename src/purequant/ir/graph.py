@@ -180,6 +180,8 @@ class Graph:
         old = self.node(node.id)
         if old is node:
             return self
+        if not is_valid_op(node.op):  # insert and the builder refuse it; so must this
+            raise GraphError(f"bad op {node.op!r}", node_id=node.id)
         self._check_inputs(node, self.pos[node.id])
         users = _reindex_users(self.users_map, node.id, old.input_ids(), node.input_ids())
         return self._evolve(nodes=self.nodes.set(node.id, node), users_map=users)
