@@ -109,3 +109,62 @@ def test_pure_and_deterministic():
     before = print_graph(g)
     r = find_matches(g, modules_of(g), default_table("x86"), qconfigs_of(g))
     assert find_quants(g, r) == find_quants(g, r) and print_graph(g) == before
+
+
+# ----------------------------------------------------------- parity with torch.ao prepare_fx
+def _torch_ao_groups(model, example) -> set[frozenset[str]]:
+    """Values observed by one observer module in torch.ao's prepare_fx, as sets of fx names."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.observer import ObserverBase
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), example)
+    mods = dict(gm.named_modules(remove_duplicate=False))
+    groups: dict[int, set[str]] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and isinstance(mods[n.target], ObserverBase):
+            src = n.args[0]
+            while src.op == "call_module" and isinstance(mods[src.target], ObserverBase):
+                src = src.args[0]
+            groups.setdefault(id(mods[n.target]), set()).add(src.name)
+    return {frozenset(v) for v in groups.values()}
+
+
+def _our_groups(model) -> set[frozenset[str]]:
+    import purequant
+    from purequant.qconfig import default_qconfig_spec
+    from purequant.stages.fuse import fuse
+    from purequant.stages.generate_qconfig_map import generate_qconfig_map
+    from purequant.stages.insert_observers import insert_observers
+
+    tr = purequant.trace(model)
+    g, _, modules, _ = fuse(tr.graph, tr.params, tr.modules)
+    qmap = generate_qconfig_map(g, modules, qconfig=default_qconfig_spec("x86")).qconfigs
+    _, rec = insert_observers(g, find_quants(g, find_matches(g, modules, default_table("x86"), qmap)))
+    groups = {o: {s.value_id} for o, s in rec.slots.items()}
+    for v, o in rec.shares.items():
+        groups[o].add(v)
+    return {frozenset(v) for v in groups.values()}
+
+
+@pytest.mark.parametrize("name", ["digits", "mlp", "lstm", "resnet18", "mobilenet_v2", "bert"])
+def test_observer_groups_match_torch_ao_prepare_fx(name):
+    """Same values observed, grouped the same way, as torch.ao 2.13 with its default x86
+    mapping (fx node names are our ids). BERT's one difference is deliberate: its CLS slice
+    `x[:, 0]` shares its input's observer here (getitem is a shares-qparams entry), where
+    torch.ao, which has no getitem pattern, gives the slice an observer of its own."""
+    from purequant.models import registry
+
+    entry = registry.get(name)
+    model = entry.build()
+    theirs, ours = _torch_ao_groups(model, entry.example_inputs()), _our_groups(model)
+    if name == "bert":
+        assert theirs - ours == {frozenset({"getitem"}), frozenset({"layers_3_ffn_norm"})}
+        assert ours - theirs == {frozenset({"getitem", "layers_3_ffn_norm"})}
+    else:
+        assert ours == theirs
