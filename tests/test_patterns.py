@@ -278,3 +278,26 @@ def test_dtype_configs_accept_and_explain():
     q = default_table("qnnpack").get("conv2d")
     why = q.rejection(QCONFIGS["qint8"])
     assert "not within [-127, 127]" in why
+
+
+def test_docs_table_is_generated_from_the_default_table():
+    from pathlib import Path
+
+    from purequant.patterns.describe import BEGIN, END, table_markdown
+
+    text = (Path(__file__).parent.parent / "docs" / "patterns.md").read_text()
+    generated = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    assert generated.strip() == table_markdown(default_table("x86")).strip(), (
+        "docs/patterns.md is stale: regenerate the table with table_markdown(default_table('x86'))"
+    )
+
+
+def test_docs_custom_table_example_runs():
+    silu = entry(
+        "silu", Pat(function("torch.nn.functional.silu") | module("torch.nn.SiLU")),
+        priority=100, observation=Observation.OWN_OUTPUT,
+        dtype_configs=[DTypeConfig("quint8")], handler="default_op",
+    )
+    table = default_table("x86").with_entries(silu, name="x86+silu").without("dropout")
+    assert "silu" in table and "dropout" not in table and table.name == "x86+silu"
+    assert qualified_name(resolve_qualified_name("torch.nn.SiLU")) == "torch.nn.SiLU"
