@@ -107,14 +107,15 @@ def run(gm: torch.nn.Module, inputs: tuple, engine: str | None = "x86"):
         return gm(*inputs)
 
 
-def torchao_convert(model: torch.nn.Module, mapping, example: tuple, batches: Iterable) -> torch.nn.Module:
+def torchao_convert(model: torch.nn.Module, mapping, example: tuple, batches: Iterable,
+                    backend_config=None) -> torch.nn.Module:
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    observed = prepare_fx(copy.deepcopy(model), mapping, example)
+    observed = prepare_fx(copy.deepcopy(model), mapping, example, backend_config=backend_config)
     with torch.no_grad():
         for batch in batches:
             observed(*batch)
-    return convert_fx(observed)
+    return convert_fx(observed, backend_config=backend_config)
 
 
 def op_counts(graph: Graph, prefix: str = QUANTIZED) -> Counter:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
 
 import purequant.api as api
+from purequant.backends import quantized_engine
 from purequant.ir import check_graph
 from purequant.models import ZOO
 from purequant.stages.lower import lower
@@ -85,7 +86,8 @@ def test_sqnr_vs_torchao(name):
 
 
 def _fold_bn_with_torch(model: nn.Module) -> nn.Module:
-    """A copy with each BatchNorm2d folded into the conv before it by torch's own fusion."""
+    """A copy with each BatchNorm2d folded into the conv before it by torch's own fusion, as a
+    GraphModule with the batch norms gone (so conv -> add patterns stay adjacent)."""
     model = copy.deepcopy(model)
     prev = None
     for path, mod in list(model.named_modules()):
@@ -95,7 +97,13 @@ def _fold_bn_with_torch(model: nn.Module) -> nn.Module:
             _replace(model, prev[0], torch.nn.utils.fusion.fuse_conv_bn_eval(prev[1], mod))
             _replace(model, path, nn.Identity())
             prev = None
-    return model
+    gm = torch.fx.symbolic_trace(model)
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
 
 
 def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -103,18 +111,28 @@ def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
 
 
-@pytest.mark.parametrize("name", ["digits", "mlp", "resnet18"])
-def test_bit_exact_vs_torchao(name):
+@pytest.mark.parametrize(("name", "backend"), [("digits", "x86"), ("mlp", "x86"), ("resnet18", "x86"),
+                                             ("resnet18", "onednn")])
+def test_bit_exact_vs_torchao(name, backend):
     """Given the same float weights (batch norm folded by torch beforehand) and torch.ao's
     observation semantics (a shared observer sees the sharing values too), our observers and
-    lowering reproduce torch.ao's convert_fx bit for bit."""
+    lowering reproduce torch.ao's convert_fx bit for bit; on onednn that includes its
+    conv + add + relu kernels."""
+    import torch.ao.quantization.backend_config.utils  # noqa: F401, I001  (its config builders need it)
+    from torch.ao.quantization.backend_config import get_native_backend_config, get_onednn_backend_config
+
     entry = ZOO[name]
-    model, mapping, batches = _fold_bn_with_torch(entry.build()), get_default_qconfig_mapping("x86"), setup(name)[2]
-    prepared = api.calibrate(api.prepare(model, mapping, entry.example_inputs(2)), batches)
-    ours = lower_prepared(prepared, torchao_style_qparams(prepared, batches)).module()
-    theirs = torchao_convert(model, mapping, entry.example_inputs(2), batches)
+    model, mapping, batches = _fold_bn_with_torch(entry.build()), get_default_qconfig_mapping(backend), setup(name)[2]
+    config = get_onednn_backend_config() if backend == "onednn" else get_native_backend_config()
+    with quantized_engine(backend):
+        prepared = api.calibrate(api.prepare(model, mapping, entry.example_inputs(2), backend=backend), batches)
+        low = lower_prepared(prepared, torchao_style_qparams(prepared, batches), "native", backend)
+        ours = low.module(engine=backend)
+        theirs = torchao_convert(model, mapping, entry.example_inputs(2), batches, backend_config=config)
     inputs = setup(name)[4]
-    assert torch.equal(run(ours, inputs), run(theirs, inputs))
+    assert torch.equal(run(ours, inputs, backend), run(theirs, inputs, backend))
+    if backend == "onednn":
+        assert op_counts(low.graph)["conv2d_add_relu"] == 8
 
 
 @pytest.mark.parametrize("name", ["digits", "mlp", "resnet18"])

@@ -20,6 +20,7 @@ from .sweep import CannotLower, Sweep
 RELU = frozenset({"torch.nn.ReLU", "torch.nn.functional.relu", "torch.relu", "relu", "relu_"})
 TANH = frozenset({"torch.nn.Tanh", "torch.tanh", "torch.nn.functional.tanh", "tanh"})
 LEAKY_RELU = frozenset({"torch.nn.LeakyReLU", "torch.nn.functional.leaky_relu"})
+ADD = frozenset({"operator.add", "torch.add"})
 # Class names of conv/linear modules, plain, QAT or fused: `ConvReLU2d`, `LinearReLU`, ...
 _WEIGHTED = re.compile(r"(?P<kind>ConvTranspose|Conv|Linear)(?P<fused>BnReLU|Bn|ReLU)?(?P<dim>[123]d)?\Z")
 _KIND = {"ConvTranspose": "conv_transpose", "Conv": "conv", "Linear": "linear"}
@@ -110,7 +111,8 @@ class Weighted:
         bias: the same for the bias, or None.
         geometry: conv (stride, padding, dilation, groups); transposed (stride, padding,
             output_padding, dilation, groups); linear ().
-        post: ops after it in the match: "relu", "tanh", ("leaky_relu", slope).
+        post: ops after it in the match: "relu", "tanh", ("leaky_relu", slope),
+            ("add", accumulator argument).
     """
 
     kind: str
@@ -179,7 +181,12 @@ def post_ops(sw: Sweep, m: Any) -> tuple:
         if nid == m.anchor:
             continue
         name = op_name(sw, node)
-        if name in RELU:
+        if name in ADD:  # onednn's conv + add: the other input is the accumulator
+            acc = [a for a in node.args[:2] if type(a) is Ref and a.id not in m.nodes]
+            if len(node.args) != 2 or len(acc) != 1 or node.kwargs:
+                raise CannotLower(f"add %{nid} is not conv + one tensor")
+            out.append(("add", acc[0]))
+        elif name in RELU:
             out.append("relu")
         elif name in TANH:
             out.append("tanh")

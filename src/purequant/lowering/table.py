@@ -11,6 +11,13 @@ from __future__ import annotations
 
 from pyrsistent import PMap, pmap
 
+from .rules_dynamic import (
+    native_dynamic_linear,
+    native_dynamic_rnn,
+    native_weight_only_embedding,
+    reference_dynamic_linear,
+    reference_weight_only_embedding,
+)
 from .rules_flow import (
     native_embedding,
     native_shares,
@@ -33,6 +40,7 @@ from .rules_weighted import native_weighted, reference_weighted
 NATIVE_RULES: PMap = pmap({
     "conv": native_weighted,
     "conv_transpose": native_weighted,
+    "conv_add": native_weighted,
     "linear": native_weighted,
     "binary_op": native_binary,
     "matmul": native_matmul,
@@ -49,6 +57,7 @@ NATIVE_RULES: PMap = pmap({
 REFERENCE_RULES: PMap = pmap({
     "conv": reference_weighted,
     "conv_transpose": reference_weighted,
+    "conv_add": reference_weighted,
     "linear": reference_weighted,
     "binary_op": reference_wrap,
     "matmul": reference_wrap,
@@ -60,6 +69,19 @@ REFERENCE_RULES: PMap = pmap({
     "shares_qparams": reference_shares,
     "tensor_info": tensor_info,
     "embedding": reference_embedding,
+})
+
+# Dynamic and weight-only rules (rules_dynamic). A dynamic match looks its rule up under
+# "dynamic.<handler>"; the weight-only embedding rules cover what rules_flow's do (8-bit
+# nn.Embedding) plus EmbeddingBag and 4-bit rows, so they take the "embedding" key.
+NATIVE_RULES = NATIVE_RULES.update({
+    "dynamic.linear": native_dynamic_linear,
+    "dynamic.rnn_dynamic": native_dynamic_rnn,
+    "embedding": native_weight_only_embedding,
+})
+REFERENCE_RULES = REFERENCE_RULES.update({
+    "dynamic.linear": reference_dynamic_linear,
+    "embedding": reference_weight_only_embedding,
 })
 
 RULES: PMap = pmap({"native": NATIVE_RULES, "reference": REFERENCE_RULES})
