@@ -78,8 +78,9 @@ def renamed(draw):
     are the signature, not names)."""
     graph = draw(small_graphs)
     ids = graph.ids()
-    new = draw(st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
-                        min_size=len(ids), max_size=len(ids), unique=True))
+    # A shuffled numbering under a drawn stem: cheap to draw, and it moves names across nodes.
+    stem = draw(st.sampled_from(["n", "v", "x_", "add_", "output"]))
+    new = [f"{stem}{k}" for k in draw(st.permutations(range(len(ids))))]
     rename = dict(zip(ids, new))
     nodes = [n.map_refs(lambda i: Ref(rename[i])) for n in graph.node_list()]
     nodes = [Node(rename[n.id], n.op, n.target, n.args, n.kwargs, n.meta) for n in nodes]

@@ -79,12 +79,12 @@ def _name(stage: Stage) -> str:
     return getattr(func, "__qualname__", None) or repr(stage)
 
 
-def _show(graph: Graph | None) -> str:
+def _show(graph: Graph | None, *, meta: bool = True) -> str:
     """The graph as text, or node by node when it holds values the text format refuses."""
     if graph is None:
-        return "(no graph)"
+        return "(no graph)\n"
     try:
-        return print_graph(graph)
+        return print_graph(graph, meta=meta)
     except PurequantError:
         return "\n".join(repr(n) for n in graph.nodes.values()) + "\n"
     except Exception as e:  # a corrupted graph may not even walk; say so, do not mask the law
@@ -193,8 +193,7 @@ def check_deterministic(stage: Stage, graph: Graph, *, meta: bool = True) -> Non
     out2, rec2 = run_stage(stage, twin)
     if (out1 is graph) != (out2 is twin):
         raise _fail("deterministic", stage, "it returned its input object in one run but not the other")
-    t1 = print_graph(out1, meta=meta) if out1 is not None else "(no graph)\n"
-    t2 = print_graph(out2, meta=meta) if out2 is not None else "(no graph)\n"
+    t1, t2 = _show(out1, meta=meta), _show(out2, meta=meta)
     if t1 != t2:
         raise _fail("deterministic", stage, "two runs gave different graphs:\n" + _diff(t1, t2, "run 1", "run 2"))
     if not same_value(rec1, rec2):
