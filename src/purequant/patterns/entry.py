@@ -186,7 +186,7 @@ class PatternEntry:
         """Why no dtype config accepts `qconfig` (None: one does). `qconfig` is not None."""
         reasons = [dc.rejection(qconfig, self.has_weight) for dc in self.dtype_configs]
         if all(reasons):
-            specific = [r for r in dict.fromkeys(reasons) if r != "dtypes"]
+            specific = [r for r in dict.fromkeys(reasons) if r and r != "dtypes"]
             if specific:
                 return "; ".join(specific)
             accepts = ", ".join(str(dc) for dc in self.dtype_configs)

@@ -23,11 +23,23 @@ root-node getter, which also gives the conv of onednn's `add(*, bn <- conv)`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from attrs import frozen
 
-from ..ir import Graph, ModuleSpec, Ref
+from ..ir import ModuleSpec, Node, Ref
 from .op import Op
+
+
+class GraphLike(Protocol):
+    """What matching reads of a graph: a `purequant.ir.Graph`, or a view with plain dicts."""
+
+    @property
+    def nodes(self) -> Mapping[str, Node]: ...
+    @property
+    def users_map(self) -> Mapping[str, tuple[str, ...]]: ...
+    @property
+    def pos(self) -> Mapping[str, int]: ...
 
 
 @frozen
@@ -80,7 +92,7 @@ def seq(*ops: Op | Pat) -> Pat:
 
 
 def match_at(
-    pat: Pat, graph: Graph, modules: Mapping[str, ModuleSpec], nid: str
+    pat: Pat, graph: GraphLike, modules: Mapping[str, ModuleSpec], nid: str
 ) -> tuple[tuple[str, ...], str] | None:
     """Match `pat` rooted at node `nid`.
 
@@ -96,7 +108,7 @@ def match_at(
     return tuple(sorted(out, key=pos.__getitem__)), anchor
 
 
-def _match(pat: Pat, graph: Graph, modules, nid: str, inner: bool, out: list[str]) -> str | None:
+def _match(pat: Pat, graph: GraphLike, modules, nid: str, inner: bool, out: list[str]) -> str | None:
     """Match one level; appends matched ids to `out`, returns the anchor id or None."""
     node = graph.nodes[nid]
     if inner and len(graph.users_map[nid]) != 1:

@@ -211,11 +211,11 @@ def _build(ctx: _Ctx, entry: PatternEntry, nodes: tuple[str, ...], anchor: str, 
     facts = ctx.verdict(entry, qc)[1]
     observation = _observation(ctx, entry, anchor_node)
     inputs = () if observation is Observation.NONE else _inputs(ctx, entry, nodes, anchor_node)
-    weights = ()
+    weights: tuple[str, ...] = ()
     if entry.weight_arg is not None and entry.quantize_weight and qc.weight is not None:
         weights = tuple(i for i in [_arg_ref(anchor_node, entry.weight_arg)] if i is not None)
     module_weight = anchor_node.target if entry.module_weight and anchor_node.op == "call_module" else None
-    shared = ()
+    shared: tuple[str, ...] = ()
     if observation is Observation.SHARES_INPUT:
         shared = tuple(i for i in _shared_inputs(anchor_node, entry.shares_all_inputs) if i not in ctx.tensor_free)
     return Match(
@@ -237,7 +237,7 @@ def _observation(ctx: _Ctx, entry: PatternEntry, anchor: Node) -> Observation:
 
 def _inputs(ctx: _Ctx, entry: PatternEntry, nodes: tuple[str, ...], anchor: Node) -> tuple[str, ...]:
     """Tensor values the match reads from outside, minus the anchor's weight and bias."""
-    inside, out = set(nodes), {}
+    inside, out = set(nodes), dict[str, None]()
     for nid in nodes:
         node = ctx.graph.nodes[nid]
         for ref in _activation_refs(node, entry if node is anchor else None):

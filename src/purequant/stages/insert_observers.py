@@ -93,7 +93,7 @@ def insert_observers(graph: Graph, plan: QuantPlan) -> tuple[Graph, ObserverInse
 
 def _insert(graph: Graph, plan: QuantPlan) -> tuple[Graph, ObserverInsertion]:
     todo, skipped, existing = _todo(graph, plan)
-    g, ids = graph, {}
+    g, ids = graph, dict[str, str]()
     if todo:
         local = len(todo) < LOCAL_EDIT_RATIO * len(graph)
         g, ids = (_by_local_edits if local else _by_sweep)(graph, todo)
@@ -147,7 +147,7 @@ def _by_local_edits(graph: Graph, todo: list[str]) -> tuple[Graph, dict[str, str
 def _by_sweep(graph: Graph, todo: list[str]) -> tuple[Graph, dict[str, str]]:
     """One pass through a builder: copy each node with reads renamed, observers after values."""
     b = graph.builder()
-    wanted, rename, ids = set(todo), {}, {}
+    wanted, rename, ids = set(todo), dict[str, str](), dict[str, str]()
     for node in graph.node_list():
         if rename and any(i in rename for i in node.input_ids()):
             node = node.map_refs(lambda i: Ref(rename.get(i, i)))
