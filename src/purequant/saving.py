@@ -15,7 +15,8 @@ The file is a zip archive holding plain members only:
     params.pt       {path: tensor}, plain and quantized tensors, read back with
                     `torch.load(weights_only=True)` (which unpickles tensors, never objects)
     modules.json    ModuleSpecs of the float modules the graph still calls (pipeline codec)
-    records.json    the StageRecords of prepare and convert (pipeline codec)
+    records.json    the StageRecords of prepare and convert (pipeline codec), timings left
+                    out so that one model always saves to the same bytes
     explain.json    node id -> its decision log (`Prepared.explain`), so `purequant explain`
                     works without the original model
 
@@ -45,6 +46,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from attrs import frozen
 from pyrsistent import PMap, PVector, pmap
@@ -265,12 +267,13 @@ def _callables(record: Any) -> Mapping[str, Any]:
 def _members(artifact: Artifact) -> dict[str, bytes]:
     """File name -> bytes, the manifest included. O(size of the model)."""
     buf = io.BytesIO()
-    torch.save(dict(artifact.params), buf)
+    # In path order: a pmap iterates in hash order, which changes from process to process.
+    torch.save({p: artifact.params[p] for p in sorted(artifact.params)}, buf)
     try:
         members = {
             GRAPH: print_graph(artifact.graph).encode(),
             MODULES: _json(to_plain(artifact.modules)),
-            RECORDS: _json(to_plain(artifact.stage_records)),
+            RECORDS: _json(to_plain(tuple(attrs.evolve(r, seconds=0.0) for r in artifact.stage_records))),
             EXPLAIN: _json(to_plain(artifact.explanations)),
             PARAMS: buf.getvalue(),
         }
