@@ -21,6 +21,7 @@ page is then reported as xfail *only if* it fails at exactly that block with tha
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 import sys
@@ -218,3 +219,12 @@ def test_runner_checks_prints_and_names_page_and_block(docs_env):
     assert info.value.block.number == 4
     line = broken.splitlines().index("  assert VALUE + x == 0") + 1
     assert f'page.md", line {line}' in str(info.value)  # the traceback points into the page
+
+
+# ---------------------------------------------------------------- the generated API page
+def test_api_page_is_up_to_date():
+    spec = importlib.util.spec_from_file_location("gen_api", DOCS / "gen_api.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (DOCS / "api.md").read_text() == gen.render(), (
+        "docs/api.md is out of date: run .venv/bin/python docs/gen_api.py")
