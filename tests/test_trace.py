@@ -76,6 +76,7 @@ def test_zoo_models_round_trip_bit_identical(name):
     traced = roundtrip(model, *entry.example_inputs(2), leaf_modules=entry.leaf_modules)
     assert traced.model_type == type_name(type(model))
     assert set(traced.modules) == set(traced.module_objects)
+    assert repr(traced).startswith(f"<Traced {traced.model_type}: {len(traced.graph)} nodes")
 
 
 # ------------------------------------------------------------------ random module graphs

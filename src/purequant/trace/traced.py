@@ -18,11 +18,11 @@ from .emit import emit_graph_module
 from .specs import attr_at, module_spec, params_table, type_name
 
 
-@frozen(eq=False)
+@frozen(eq=False, repr=False)
 class Traced:
     """A traced model: its graph as plain data, plus the tables that tie it back to torch.
 
-    Compared by identity (the tables hold tensors and modules).
+    Compared by identity (the tables hold tensors and modules); its repr is a one-line summary.
 
     Attributes:
         graph: the IR graph (node ids are torch.fx's node names).
@@ -47,6 +47,10 @@ class Traced:
     input_names: tuple[str, ...]
     model_type: str
     training: bool = False
+
+    def __repr__(self) -> str:
+        return (f"<Traced {self.model_type}: {len(self.graph)} nodes, {len(self.params)} tensors, "
+                f"{len(self.modules)} modules, inputs {self.input_names}>")
 
 
 def trace(
