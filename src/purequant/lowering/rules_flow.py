@@ -1,13 +1,12 @@
-"""Rules that move quantized values along (shape and pooling ops, metadata reads), the
-reference target's generic rule, and weight-only embeddings."""
+"""Rules that move quantized values along (shape and pooling ops, metadata reads), and the
+reference target's generic rule. (Weight-only embeddings: rules_dynamic.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..ir import Node, Ref, iter_refs, map_value
-from .dialect import NATIVE
-from .operands import arg, make_weight, op_name, weight
+from .operands import op_name
 from .sweep import CannotLower, QVal, Sweep
 
 Q = "torch.ops.quantized."
@@ -99,31 +98,3 @@ def reference_wrap(sw: Sweep, m: Any) -> QVal:
         inner[nid] = sw.emit(node.op, node.target, map_value(node.args, load), kwargs,
                              prefix=nid, kernel=nid == m.anchor)
     return QVal(sw.dialect.quantize(sw, inner[m.root], out, nid=m.root), out)
-
-
-def _embedding_weight(sw: Sweep, m: Any) -> tuple[Node, Ref]:
-    node = sw.old.node(m.anchor)
-    spec = sw.modules.get(node.target)
-    if spec is None or spec.type != NN + "Embedding" or spec.attr("max_norm") is not None:
-        raise CannotLower("only nn.Embedding without max_norm is lowered (EmbeddingBag stays float)")
-    found = weight(sw, m, spec.param("weight"))
-    if found[2].dtype != "quint8" or found[2].axis is None:
-        raise CannotLower(f"embedding weights must be 8-bit per-row, not {found[2].dtype} {found[2].qscheme}")
-    # Both targets quantize rows with float zero points (torch's per_channel_affine_float_qparams).
-    return node, NATIVE.quantize_weight(sw, make_weight(sw, found))
-
-
-def native_embedding(sw: Sweep, m: Any) -> Ref:
-    """nn.Embedding, weight-only: prepacked 8-bit rows, float output."""
-    node, wq = _embedding_weight(sw, m)
-    packed = sw.call(Q + "embedding_bag_prepack", wq, prefix=f"{m.anchor}_packed", kernel=True)
-    return sw.call(Q + "embedding_byte", packed, sw.float(arg(node, 0, "input")), nid=m.root, kernel=True)
-
-
-def reference_embedding(sw: Sweep, m: Any) -> Ref:
-    """nn.Embedding, weight-only: dequantized rows, float F.embedding."""
-    node, wq = _embedding_weight(sw, m)
-    w = sw.call("torch.dequantize", wq, prefix=f"{m.anchor}_weight_dq")
-    spec = sw.modules[node.target]
-    return sw.call(F + "embedding", sw.float(arg(node, 0, "input")), w, spec.attr("padding_idx"),
-                   nid=m.root, kernel=True)

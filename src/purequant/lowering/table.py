@@ -18,14 +18,7 @@ from .rules_dynamic import (
     reference_dynamic_linear,
     reference_weight_only_embedding,
 )
-from .rules_flow import (
-    native_embedding,
-    native_shares,
-    reference_embedding,
-    reference_shares,
-    reference_wrap,
-    tensor_info,
-)
+from .rules_flow import native_shares, reference_shares, reference_wrap, tensor_info
 from .rules_ops import (
     native_batch_norm,
     native_binary,
@@ -51,7 +44,6 @@ NATIVE_RULES: PMap = pmap({
     "batch_norm": native_batch_norm,
     "shares_qparams": native_shares,
     "tensor_info": tensor_info,
-    "embedding": native_embedding,
 })
 
 REFERENCE_RULES: PMap = pmap({
@@ -68,12 +60,10 @@ REFERENCE_RULES: PMap = pmap({
     "batch_norm": reference_wrap,
     "shares_qparams": reference_shares,
     "tensor_info": tensor_info,
-    "embedding": reference_embedding,
 })
 
 # Dynamic and weight-only rules (rules_dynamic). A dynamic match looks its rule up under
-# "dynamic.<handler>"; the weight-only embedding rules cover what rules_flow's do (8-bit
-# nn.Embedding) plus EmbeddingBag and 4-bit rows, so they take the "embedding" key.
+# "dynamic.<handler>"; weight-only Embedding/EmbeddingBag (8- and 4-bit rows) take "embedding".
 NATIVE_RULES = NATIVE_RULES.update({
     "dynamic.linear": native_dynamic_linear,
     "dynamic.rnn_dynamic": native_dynamic_rnn,
