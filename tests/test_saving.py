@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -82,6 +83,28 @@ def test_saving_is_deterministic_and_a_loaded_model_saves_to_the_same_bytes(tmp_
     b = purequant.save(q, tmp_path / "b.pq").read_bytes()
     c = purequant.save(purequant.load(tmp_path / "a.pq"), tmp_path / "c.pq").read_bytes()
     assert a == b == c
+
+
+SAVE_MLP = """
+import sys, torch, purequant
+from purequant.models import ZOO
+torch.set_num_threads(1)
+e = ZOO["mlp"]
+q = purequant.quantize(e.build(), e.example_inputs(), list(e.calibration_batches(2)))
+purequant.save(q, sys.argv[1])
+"""
+
+
+def test_same_bytes_from_a_process_with_another_hash_seed(tmp_path):
+    """Maps iterate in hash order, which differs between processes; the file must not."""
+    import os
+    import subprocess
+
+    seed = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
+    env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-W", "ignore", "-c", SAVE_MLP, str(tmp_path / "there.pq")], env=env, check=True)
+    exec(compile(SAVE_MLP.replace("sys.argv[1]", repr(str(tmp_path / "here.pq"))), "save_mlp", "exec"), {})
+    assert (tmp_path / "here.pq").read_bytes() == (tmp_path / "there.pq").read_bytes()
 
 
 def test_members_are_plain_text_json_and_weights_only_tensors(tmp_path):
@@ -198,6 +221,34 @@ def test_an_opaque_user_module_is_named(tmp_path):
     assert "module '1' is a test_saving.Doubler" in info.value.message
     assert "cannot rebuild" in info.value.message and info.value.hint
     assert not (tmp_path / "m.pq").exists()
+
+
+def halve(x):
+    return x / 2
+
+
+torch.fx.wrap("halve")  # a call torch.fx keeps: the graph names test_saving.halve
+
+
+class Halver(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return halve(self.fc(x))
+
+
+def test_functions_from_other_packages_need_trust_on_both_sides(tmp_path):
+    example = (torch.randn(2, 4),)
+    q = purequant.convert(purequant.calibrate(purequant.prepare(Halver().eval(), None, example), [example]))
+    assert any(n.target == "test_saving.halve" for n in q.meta["purequant"].graph)
+    with pytest.raises(ArtifactError, match="names 'test_saving.halve', which is outside torch., operator."):
+        purequant.save(q, tmp_path / "h.pq")
+    path = purequant.save(q, tmp_path / "h.pq", trust=("test_saving.",))
+    with pytest.raises(ArtifactError, match="names 'test_saving.halve'"):
+        purequant.load(path)
+    assert torch.equal(run(q, example), run(purequant.load(path, trust=("test_saving.",)), example))
 
 
 def test_a_module_not_made_by_purequant_is_refused(tmp_path):
