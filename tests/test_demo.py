@@ -107,7 +107,7 @@ def test_report_renders_in_headless_chromium(demo, tmp_path):
                          timeout=120).stdout
     assert 'data-ready="yes"' in dom  # the script ran to its end
     assert len(re.findall(r'<g class="node kind-', dom)) >= 16 + 17
-    assert 'class="node kind-quantized selected"' in dom  # the first quantized node is selected
+    assert re.search(r'class="node kind-quantized selected" data-id="features_0_0"', dom)  # preselected
     assert re.search(r'<pre>%features_0_0 = call_module.*?match: pattern', dom, re.S)
     for name in STAGES:
         assert re.search(rf'<details class="stage"[^>]*data-stage="{name}"', dom), name

@@ -90,12 +90,17 @@ JS = """
       g.addEventListener('keydown', e => { if (e.key === 'Enter') select(v.dataset.view, g); });
     });
   });
+  function selectFirst() {
+    const view = document.querySelector('.view:not([hidden])');
+    const first = view && view.querySelector('.node.kind-quantized:not([data-op="get_attr"])');
+    if (first) select(view.dataset.view, first);
+  }
   document.querySelectorAll('.tabs button').forEach(b => b.addEventListener('click', () => {
     document.querySelectorAll('.tabs button').forEach(x => x.classList.toggle('active', x === b));
     document.querySelectorAll('.view').forEach(v => { v.hidden = v.dataset.view !== b.dataset.view; });
+    selectFirst();
   }));
-  const first = document.querySelector('.view:not([hidden]) .node.kind-quantized');
-  if (first) select(first.closest('.view').dataset.view, first);
+  selectFirst();
   function openTarget() {
     const target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
     if (target && target.tagName === 'DETAILS') target.open = true;

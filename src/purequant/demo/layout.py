@@ -152,7 +152,7 @@ def render_svg(graph: Graph, lay: Layout, kinds: Mapping[str, str],
         x, y = lay.centres[node.id]
         title, sub = labels[node.id]
         out.append(
-            f'<g class="node kind-{kinds[node.id]}" data-id="{escape(node.id)}" tabindex="0" '
+            f'<g class="node kind-{kinds[node.id]}" data-id="{escape(node.id)}" data-op="{node.op}" tabindex="0" '
             f'transform="translate({x - NODE_W / 2:.1f},{y - NODE_H / 2:.1f})">'
             f'<title>%{escape(node.id)} = {escape(node.op)} {escape(node.target)}</title>'
             f'<rect width="{NODE_W}" height="{NODE_H}" rx="7"/>'

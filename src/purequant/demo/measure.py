@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+WARMUP = 10
+
 
 def first_tensor(out: Any) -> torch.Tensor:
     """The output tensor of a model that may return a tuple or list (the first tensor in it)."""
@@ -46,13 +48,15 @@ def param_bytes(module: nn.Module) -> int:
 
     purequant's quantized modules keep prepacked weights as TorchScript objects outside the
     state_dict; those are unpacked and counted as their int8 weight, bias and per-channel
-    scales and zero points.
+    scales and zero points. fp16 packed weights unpack to float32 but are stored in half
+    precision, so a weight read by an `*_fp16` kernel counts 2 bytes per element.
     """
     seen: dict[str, int] = {k: tensor_bytes(t) for k, t in module.state_dict().items()}
     graph = getattr(module, "graph", None)
     for node in graph.nodes if graph is not None else ():
         if node.op == "get_attr" and node.target not in seen:
-            seen[node.target] = object_bytes(_resolve(module, node.target))
+            half = any(str(u.target).endswith("_fp16") for u in node.users)
+            seen[node.target] = object_bytes(_resolve(module, node.target), half_weight=half)
     return sum(seen.values())
 
 
@@ -70,14 +74,17 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return size
 
 
-def object_bytes(obj: Any) -> int:
+def object_bytes(obj: Any, *, half_weight: bool = False) -> int:
     """Bytes of a tensor, or of the tensors a packed-params object unpacks to (0 otherwise)."""
     if isinstance(obj, torch.Tensor):
         return tensor_bytes(obj)
     unpack = getattr(obj, "unpack", None)
     if unpack is None:
         return 0
-    return sum(object_bytes(t) for t in unpack() if t is not None)
+    tensors = [t for t in unpack() if isinstance(t, torch.Tensor)]
+    if half_weight and tensors:
+        return tensors[0].numel() * 2 + sum(tensor_bytes(t) for t in tensors[1:])
+    return sum(tensor_bytes(t) for t in tensors)
 
 
 @torch.no_grad()
@@ -85,9 +92,9 @@ def interleaved_latency(models: Sequence[Callable], inputs: Sequence[Any], *,
                         budget_s: float = 1.5, max_runs: int = 300) -> list[float]:
     """Median seconds per call of each model on `inputs`, runs interleaved model by model.
 
-    A few warm-up calls first; the number of runs is chosen to fit `budget_s` (at least 5).
+    Warm-up calls first; the number of runs is chosen to fit `budget_s` (at least 5).
     """
-    for _ in range(3):
+    for _ in range(WARMUP):
         for m in models:
             m(*inputs)
     start = time.perf_counter()

@@ -49,7 +49,7 @@ def rows(r: Results) -> list[Row]:
         out.append((f"accuracy ({r.n_eval} held-out)", f"{100 * f:.2f} %", f"{100 * q:.2f} %",
                     f"{100 * (q - f):+.2f} points"))
     fs, qs = r.size
-    out.append(("model size (params)", kib(fs), kib(qs), f"{fs / max(qs, 1):.1f}x smaller"))
+    out.append(("model size (params)", kib(fs), kib(qs), f"{fs / max(qs, 1):.1f}x smaller" if qs < fs else ""))
     fl, ql = r.latency
     speed = f"{fl / ql:.2f}x faster" if fl >= ql else f"{ql / fl:.2f}x slower"
     out.append(("latency (batch 1, 1 thread)", ms(fl), ms(ql), speed))

@@ -116,7 +116,8 @@ def node_label(node: Node) -> tuple[str, str]:
     if node.op == "output":
         return node.id, "output"
     if node.op == "get_attr":
-        return node.id, "constant " + node.target
+        folded = node.meta.get("folded_from")
+        return node.id, f"prepacked by {str(folded).rsplit('.', 1)[-1]}" if folded else "constant " + node.target
     if node.op == "call_module":
         kind = str(node.meta.get("type", "")).rsplit(".", 1)[-1]
         return node.id, f"{kind} · {node.target}" if kind else node.target
