@@ -200,13 +200,19 @@ ERRORS = [
     (["factories.py:build", "--calibrate", "random", "--out", "x.pq"], "error: --calibrate random needs the input shape"),
     (["zoo:digits", "--calibrate", "missing.pt", "--out", "x.pq"], "error: --calibrate missing.pt: no such file"),
     (["zoo:digits", "--calibrate", "dict.pt", "--out", "x.pq"], "error: dict.pt holds a dict"),
+    (["zoo:digits", "--calibrate", "object.pt", "--out", "x.pq"],
+     "error: cannot read object.pt with torch.load(weights_only=True): Weights only load failed"),
+    (["json.py:build", "--calibrate", "random", "--out", "x.pq"],
+     "error: cannot import json.py: a module named 'json' is already loaded"),
 ]
 
 
 @pytest.mark.parametrize("argv,first", ERRORS, ids=[e[1][7:40] for e in ERRORS])
 def test_errors_are_one_line_and_a_hint(capsys, in_tmp, argv, first):
     (in_tmp / "factories.py").write_text(FACTORY)
+    (in_tmp / "json.py").write_text(FACTORY)
     torch.save({"a": torch.zeros(1)}, in_tmp / "dict.pt")
+    torch.save({"a": Path(".")}, in_tmp / "object.pt")
     assert main(["quantize", *argv]) == 2
     assert _error(capsys)[0].startswith(first)
     assert not (in_tmp / "x.pq").exists()

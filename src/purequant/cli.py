@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import math
 import os
+import pickle
 import sys
 import warnings
 from collections import Counter
@@ -157,6 +158,10 @@ def _import(name: str) -> Any:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"no such file: {name}", hint="MODULE is a dotted module name or the path of a .py file")
+        known = sys.modules.get(path.stem)
+        if known is not None and Path(getattr(known, "__file__", "") or "").resolve() != path.resolve():
+            raise ConfigError(f"cannot import {name}: a module named {path.stem!r} is already loaded",
+                              hint="rename the file, or import it by its dotted module name")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         # Registered so the classes it defines have an importable qualified name.
@@ -214,7 +219,11 @@ def read_batches(path: str) -> list[tuple]:
     whose first dimension counts batches, or a list of tensors (or of tuples, one per input)."""
     if not Path(path).is_file():
         raise ConfigError(f"--calibrate {path}: no such file", hint="pass random, or a .pt file saved with torch.save")
-    data = torch.load(path, weights_only=True)
+    try:
+        data = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ConfigError(f"cannot read {path} with torch.load(weights_only=True): {_first_line(e)}",
+                          hint="save only tensors (or lists of tensors) for calibration") from None
     if isinstance(data, torch.Tensor):
         return [(data[i],) for i in range(data.shape[0])]
     if isinstance(data, (list, tuple)) and data:
@@ -498,9 +507,14 @@ def _report(e: Exception) -> None:
         message = e.message.splitlines()[0] if e.message else type(e).__name__
         hint = e.hint or "run with --debug to see the details"
     else:
-        message, hint = f"{type(e).__name__}: {e}", "run with --debug to see the traceback"
+        message, hint = f"{type(e).__name__}: {_first_line(e)}", "run with --debug to see the traceback"
     where = f"[{e.stage}] " if isinstance(e, PurequantError) and e.stage else ""
     print(f"error: {where}{message}\n  hint: {hint}", file=sys.stderr)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 if __name__ == "__main__":
