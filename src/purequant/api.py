@@ -89,7 +89,8 @@ class Prepared:
 
     def observed_module(self, collector: Any = None) -> torch.fx.GraphModule:
         """The observed graph as a GraphModule (observers are identity without a collector)."""
-        graph = keyed_observers(self.graph)
+        insertion = self.records.get("insert_observers")
+        graph = keyed_observers(self.graph, insertion.shares if insertion is not None else None)
         observe = collector if collector is not None else _identity_observer
         return emit_graph_module(
             graph,

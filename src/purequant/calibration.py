@@ -60,18 +60,27 @@ def merge_stats(a: CalibrationStats, b: CalibrationStats) -> CalibrationStats:
     return CalibrationStats(a.specs, pmap(merged), a.batches + b.batches)
 
 
-def keyed_observers(graph: Graph) -> Graph:
-    """The graph with each observer node told its own id (`key=` kwarg), for the collector.
+def keyed_observers(graph: Graph, shares: Mapping[str, str] | None = None) -> Graph:
+    """The graph as calibration runs it: each observer told its own id (`key=` kwarg), and a
+    tap after every value that shares another value's observer.
 
-    Pure; O(n). Kept out of the observed graph itself so records and dumps stay minimal.
+    A shared value (a later `cat` input, the output of an op that shares its input's qparams)
+    has no observer node of its own, yet its range must reach the shared statistics, as
+    torch.ao's shared observer instance sees every value it is attached to; otherwise the
+    common qparams clip it. A tap is `purequant.observe(%v, key=<owner observer>)` whose result
+    nothing reads. Pure; O(n). Kept out of the observed graph so records and dumps stay minimal.
     """
-    b = GraphBuilder()
+    shares = shares or {}
+    b = GraphBuilder(counters=dict(graph.counters))
     for node in graph.node_list():
         if node.op == "call_function" and node.target == OBSERVE:
             node = Node(
                 node.id, node.op, node.target, node.args, node.kwargs.set("key", node.id), node.meta
             )
         b.add(node)
+        owner = shares.get(node.id)
+        if owner is not None and node.op != "output":
+            b.emit("call_function", OBSERVE, (Ref(node.id),), {"key": owner}, prefix=node.id + "_tap")
     return b.finish()
 
 
