@@ -347,3 +347,16 @@ def test_reference_exports():
     inputs = setup("digits")[4]
     exported = torch.export.export(gm, inputs)
     assert torch.equal(exported.module()(*inputs), run(gm, inputs, engine=None))
+
+
+@pytest.mark.parametrize(("qconfig_of", "backend", "noted"), [
+    ("onednn", "x86", True), ("onednn", "fbgemm", True), ("x86", "x86", False), ("onednn", "onednn", False)])
+def test_depthwise_saturation_is_noted(qconfig_of, backend, noted):
+    """fbgemm's depthwise kernel accumulates in 16 bits: with 8-bit (not reduce_range)
+    activations it may saturate. Lowering does what the qconfig says and notes it."""
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)).eval()
+    x = (torch.rand(1, 8, 6, 6, generator=torch.Generator().manual_seed(0)),)
+    prepared = api.calibrate(api.prepare(model, get_default_qconfig_mapping(qconfig_of), x, backend=backend), [x])
+    record = lower_prepared(prepared, api_qparams(prepared), backend=backend).record
+    assert [n.root for n in record.notes] == (["_0"] if noted else [])
+    assert record.handler_counts() == {"conv": 2}

@@ -5,7 +5,13 @@ engine (`torch.backends.quantized.engine`) decides which library runs them and h
 weights are laid out. The differences that matter to lowering were probed op by op on each
 engine (conv1d/2d/3d, transposed, linear, add/mul, cat, matmul, the norms, the activations,
 embedding): every engine runs all of them with quint8 activations, none takes qint8
-activations, and none prepacks a per-channel transposed conv. Those are the two facts below.
+activations, and none prepacks a per-channel transposed conv. Those are the first facts below.
+
+A third was measured on depthwise convs (groups == channels) with 8-bit activations: fbgemm's
+depthwise kernel accumulates in 16 bits and saturates (outputs off by up to ~30 steps on
+uniform inputs), which 7-bit `reduce_range` activations avoid; the x86 engine hands some
+depthwise shapes (144 and 192 channels, MobileNetV2's) to that kernel. onednn and qnnpack are
+exact there.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class Backend:
             weights; None for the reference backend (plain float ops, no engine).
         activation_dtypes: activation dtypes the native kernels accept.
         per_channel_transposed: whether transposed convs take per-channel weights.
+        depthwise_saturates: its depthwise conv kernel may saturate with activations wider
+            than 7 bits (use `reduce_range` activations).
         missing: handler -> why it has no native kernel on this backend.
     """
 
@@ -33,12 +41,13 @@ class Backend:
     engine: str | None
     activation_dtypes: frozenset = field(default=frozenset({"quint8"}), converter=frozenset)
     per_channel_transposed: bool = False
+    depthwise_saturates: bool = False
     missing: PMap = field(factory=pmap, converter=pmap)
 
 
 BACKENDS: PMap = pmap({
-    "x86": Backend("x86", "x86"),
-    "fbgemm": Backend("fbgemm", "fbgemm"),
+    "x86": Backend("x86", "x86", depthwise_saturates=True),
+    "fbgemm": Backend("fbgemm", "fbgemm", depthwise_saturates=True),
     "qnnpack": Backend("qnnpack", "qnnpack"),
     "onednn": Backend("onednn", "onednn"),
     "reference": Backend("reference", None, frozenset({"quint8", "qint8"}), True),

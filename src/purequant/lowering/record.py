@@ -38,6 +38,14 @@ class LoweringSkip:
 
 
 @frozen
+class LoweringNote:
+    """A match lowered to a kernel with a caveat worth knowing (never warned: read it here)."""
+
+    root: str
+    note: str
+
+
+@frozen
 class LoweringRecord:
     """What `lower` did.
 
@@ -51,6 +59,7 @@ class LoweringRecord:
         dequantized: value ids dequantized for float readers (once each).
         new_params: params paths this stage added (per-channel scales and zero points).
         dropped_modules: module paths removed from `modules` (no node calls them any more).
+        notes: lowered matches with a caveat (a kernel that may saturate with these qparams).
     """
 
     target: str
@@ -62,6 +71,7 @@ class LoweringRecord:
     dequantized: tuple[str, ...] = ()
     new_params: tuple[str, ...] = ()
     dropped_modules: tuple[str, ...] = ()
+    notes: tuple[LoweringNote, ...] = ()
 
     def handler_counts(self) -> dict[str, int]:
         """Lowered matches per handler."""

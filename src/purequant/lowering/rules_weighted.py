@@ -50,6 +50,15 @@ def _checked_input(sw: Sweep, op: Weighted) -> QVal:
     return x
 
 
+def _depthwise_note(sw: Sweep, op: Weighted, x: QVal, weight_name: str) -> None:
+    """Note a depthwise conv whose kernel may saturate with these (8-bit) activations."""
+    groups = op.geometry[-1] if op.kind == "conv" else 1
+    depthwise = groups > 1 and sw.params[weight_name].shape[1] == 1
+    if depthwise and sw.backend.depthwise_saturates and x.qp.quant_max - x.qp.quant_min > 127:
+        sw.note(f"depthwise conv on {sw.backend.name} with 8-bit activations: the kernel accumulates "
+                "in 16 bits and may saturate; reduce_range activations avoid it")
+
+
 def native_weighted(sw: Sweep, m: Any) -> QVal:
     """conv / conv_transpose / linear (+ fused activation) on torch.ops.quantized kernels."""
     op = weighted(sw, m)
@@ -59,6 +68,7 @@ def native_weighted(sw: Sweep, m: Any) -> QVal:
     if op.kind == "conv_transpose" and found[2].axis is not None and not sw.backend.per_channel_transposed:
         raise CannotLower(f"{sw.backend.name} has no per-channel transposed conv kernel; use per-tensor weights")
     kernel, acc, extra = _kernel(sw, op)
+    _depthwise_note(sw, op, x, found[1])
     wq = sw.dialect.quantize_weight(sw, make_weight(sw, found))
     prepack, b = f"{Q}{_base(op)}_prepack", bias_ref(sw, op.bias)
     packed = sw.cached((prepack, wq, b, op.geometry),

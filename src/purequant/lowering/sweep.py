@@ -31,7 +31,7 @@ from ..errors import StageError
 from ..ir import Graph, Node, Ref, map_value
 from ..ir.names import sanitize
 from ..observers import QParams
-from .record import LoweredMatch, LoweringSkip
+from .record import LoweredMatch, LoweringNote, LoweringSkip
 
 OBSERVE = "purequant.observe"
 NEW_PARAMS = "_qparams"  # new params live under one prefix, never inside a user's module path
@@ -79,12 +79,14 @@ class Sweep:
         self.pending: list[Node] = []
         self.journal: list[tuple[dict, str]] = []
         self.ops: list[str] = []
+        self.pending_notes: list[str] = []
         self.node: Node | None = None
         self.lowered: list[LoweredMatch] = []
         self.skipped: list[LoweringSkip] = []
         self.quantized: list[str] = []
         self.requantized: list[str] = []
         self.dequantized: list[str] = []
+        self.notes: list[LoweringNote] = []
 
     # ------------------------------------------------------------------ emission
     def emit(self, op: str, target: str, args: tuple = (), kwargs: dict | None = None, *,
@@ -113,19 +115,24 @@ class Sweep:
         table[key] = value
         self.journal.append((table, key))
 
+    def note(self, text: str) -> None:
+        """Attach a caveat to the match being lowered (kept only if the rule succeeds)."""
+        self.pending_notes.append(text)
+
     def commit(self) -> None:
         for node in self.pending:
             self.b.add(node)
-        self.pending.clear()
-        self.journal.clear()
-        self.ops.clear()
+        self.rollback(keep=True)
 
-    def rollback(self) -> None:
-        for table, key in reversed(self.journal):
-            table.pop(key, None)
+    def rollback(self, keep: bool = False) -> None:
+        """Forget what the current old node emitted (or, with keep, only the bookkeeping)."""
+        if not keep:
+            for table, key in reversed(self.journal):
+                table.pop(key, None)
         self.pending.clear()
         self.journal.clear()
         self.ops.clear()
+        self.pending_notes.clear()
 
     # ------------------------------------------------------------------ reading values
     def load_float(self, nid: str) -> Any:
@@ -262,4 +269,5 @@ class Sweep:
             self.skipped.append(LoweringSkip(m.root, m.entry, m.handler, e.reason))
             return
         self.lowered.append(LoweredMatch(m.root, m.entry, m.handler, tuple(self.ops)))
+        self.notes.extend(LoweringNote(m.root, text) for text in self.pending_notes)
         self._remember(self.quant_of if isinstance(out, QVal) else self.float_of, m.root, out)

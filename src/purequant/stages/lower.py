@@ -79,7 +79,7 @@ def lower(
     new_params = params.update(sweep.added) if sweep.added else params
     record = LoweringRecord(
         target, be.name, tuple(sweep.lowered), tuple(sweep.skipped), tuple(sweep.quantized),
-        tuple(sweep.requantized), tuple(sweep.dequantized), tuple(sweep.added), dropped,
+        tuple(sweep.requantized), tuple(sweep.dequantized), tuple(sweep.added), dropped, tuple(sweep.notes),
     )
     return new_graph, new_params, new_modules, record
 
