@@ -336,6 +336,12 @@ def test_module_types_outside_torch_nn_are_refused(saved):
         purequant.load(_rewrite(saved, {"modules.json": modules}, fix_digests=True))
 
 
+def test_members_holding_other_plain_data_are_refused(saved):
+    bad = _rewrite(saved, {"modules.json": b'{"$map": {"features.2": {"$tuple": []}}}'}, fix_digests=True)
+    with pytest.raises(ArtifactError, match="modules.json does not hold what purequant writes there"):
+        purequant.load(bad)
+
+
 def test_record_classes_outside_purequant_are_refused(saved):
     records = _members(saved)["records.json"].replace(
         b'"purequant.pipeline.runner.StageRecord"', b'"subprocess.Popen"', 1)

@@ -56,7 +56,18 @@ from .backends.engine import quantized_engine
 from .backends.table import backend as backend_spec
 from .convert_api import Quantized
 from .errors import PurequantError, TraceError
-from .ir import Graph, Node, Ref, Sym, check_graph, format_node, parse_graph, paused_gc, print_graph
+from .ir import (
+    Graph,
+    ModuleSpec,
+    Node,
+    Ref,
+    Sym,
+    check_graph,
+    format_node,
+    parse_graph,
+    paused_gc,
+    print_graph,
+)
 from .ir.names import sanitize
 from .lowering import lowered_module
 from .lowering.materialise import resolve_op
@@ -419,6 +430,9 @@ def read_artifact(path: str | os.PathLike, *, trust: tuple[str, ...] = (), tenso
         explanations = from_plain(json.loads(members[EXPLAIN]))
     except (PurequantError, ValueError) as e:
         raise ArtifactError(where + _first_line(e), hint="the file is damaged; save the model again") from None
+    _expect(isinstance(modules, PMap) and all(isinstance(v, ModuleSpec) for v in modules.values()), where, MODULES)
+    _expect(type(records) is tuple and all(isinstance(r, StageRecord) for r in records), where, RECORDS)
+    _expect(isinstance(explanations, PMap) and all(type(v) is str for v in explanations.values()), where, EXPLAIN)
     params = _read_params(members[PARAMS], where) if tensors else pmap()
     _check_targets(graph, trust)
     if tensors:
@@ -426,6 +440,12 @@ def read_artifact(path: str | os.PathLike, *, trust: tuple[str, ...] = (), tenso
     versions = pmap({"purequant": manifest.get("purequant"), "torch": manifest.get("torch")})
     return Artifact(manifest["backend"], bool(manifest["reference"]), graph, params, modules, records,
                     explanations, versions)
+
+
+def _expect(ok: bool, where: str, member: str) -> None:
+    if not ok:
+        raise ArtifactError(f"{where}{member} does not hold what purequant writes there",
+                            hint="the file is damaged; save the model again")
 
 
 def _read_zip(path: Path) -> tuple[dict[str, bytes], dict]:
