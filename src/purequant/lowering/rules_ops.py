@@ -161,14 +161,14 @@ def _norm_operands(sw: Sweep, node: Node) -> tuple[str, tuple, Any, Any, float]:
         if "InstanceNorm" in name and spec.attr("track_running_stats"):
             raise CannotLower("instance norm with running stats has no quantized kernel")
         if name.endswith("LayerNorm"):
-            return "layer_norm", (list(spec.attr("normalized_shape")),), w, b, eps
+            return "layer_norm", (tuple(spec.attr("normalized_shape")),), w, b, eps
         if name.endswith("GroupNorm"):
             return "group_norm", (spec.attr("num_groups"),), w, b, eps
         return "instance_norm", (), w, b, eps
     if name.endswith("layer_norm") or name.endswith("group_norm"):
         first = static(arg(node, 1, "normalized_shape" if "layer" in name else "num_groups"), "shape")
         w, b, eps = arg(node, 2, "weight"), arg(node, 3, "bias"), arg(node, 4, "eps", 1e-5)
-        head = (list(first),) if "layer" in name else (first,)
+        head = (tuple(first),) if "layer" in name else (first,)
         return name.rsplit(".", 1)[-1], head, w, b, float(static(eps, "eps"))
     if arg(node, 1, "running_mean") is not None and not arg(node, 5, "use_input_stats", True):
         raise CannotLower("instance norm with running stats has no quantized kernel")
