@@ -108,3 +108,14 @@ def test_quantize_one_call_and_records_reachable():
 def test_quantized_record_of_a_foreign_module_is_a_clear_error():
     with pytest.raises(PurequantError, match="not made by purequant"):
         purequant.quantized_record(torch.fx.symbolic_trace(torch.nn.Linear(2, 2)))
+
+
+def test_convert_dumps_replay_exactly(tmp_path, calibrated):
+    _, _, p = calibrated
+    purequant.convert(p, dump_dir=str(tmp_path))
+    stages = sorted(d.name for d in tmp_path.iterdir() if d.name != "tensors")
+    assert stages == ["000_lower", "001_fold_weights", "002_eliminate_dead_code"]
+    for name in stages[:2]:  # the last stage reads packed weights, which dumps digest only
+        assert purequant.replay(str(tmp_path / name)).equal, name
+    with pytest.raises(PurequantError, match="packed weights"):
+        purequant.replay(str(tmp_path / stages[2]))

@@ -95,18 +95,16 @@ def convert(
     engine = None if reference else backend_spec(name).engine
     state, prep_records = _observed_state(prepared, qconfig)
     state = attrs.evolve(state, records=state.records.set("qparams", _activation_qparams(prepared, state)))
-    lower_specs = (
-        stage(lower, uses_params=True, uses_modules=True, reads=("find_matches", "insert_observers", "qparams"),
-              target="reference" if reference else "native", backend=name, phase="LOWERED"),
+    lower_spec = stage(
+        lower, uses_params=True, uses_modules=True, reads=("find_matches", "insert_observers", "qparams"),
+        target="reference" if reference else "native", backend=name, phase="LOWERED",
     )
+    tail = (stage(fold_weights, uses_params=True), stage(eliminate_dead_code, uses_modules=True))
     with paused_gc():
-        lowered, recs = run(lower_specs, state, instruments=_instruments(dump_dir))
+        lowered, recs = run((lower_spec,), state, instruments=_instruments(dump_dir))
+        # Lowering is engine-free; packing belongs to the engine that will run the kernels.
         with quantized_engine(engine):
-            folded, more = run(
-                (stage(fold_weights, uses_params=True), stage(eliminate_dead_code, uses_modules=True)),
-                lowered,
-                instruments=_instruments(dump_dir, start=len(recs)),
-            )
+            folded, more = run(tail, lowered, instruments=_instruments(dump_dir), start=len(recs))
     gm = lowered_module(
         folded.graph, folded.params, folded.modules,
         module_objects=unchanged_objects(prepared.traced, folded.modules), callables=prepared.traced.callables,
@@ -237,7 +235,7 @@ def _slot_key(prepared: Prepared, oid: str) -> tuple | None:
     return None if slot is None else (slot.value_id, slot.spec)
 
 
-def _instruments(dump_dir: str | None, start: int = 0):
+def _instruments(dump_dir: str | None):
     from .pipeline.instruments import DEFAULT_INSTRUMENTS
 
     if dump_dir is None:

@@ -53,7 +53,7 @@ class StageRecord:
 
 
 def run(stages: Iterable[StageSpec], state: PipelineState, *,
-        instruments: Sequence[Instrument] = DEFAULT_INSTRUMENTS,
+        instruments: Sequence[Instrument] = DEFAULT_INSTRUMENTS, start: int = 0,
         ) -> tuple[PipelineState, tuple[StageRecord, ...]]:
     """Run `stages` in order on `state`.
 
@@ -61,6 +61,8 @@ def run(stages: Iterable[StageSpec], state: PipelineState, *,
         stages: the stage specs.
         state: the starting state (never modified; it is a value).
         instruments: called around every stage (default: well-formedness checks).
+        start: index of the first stage (a run that continues another one's numbering, so
+            their dump folders do not collide).
 
     Returns:
         The final state and a StageRecord per stage. O(sum of the stages) plus two graph
@@ -70,7 +72,7 @@ def run(stages: Iterable[StageSpec], state: PipelineState, *,
     out: list[StageRecord] = []
     phase = None
     known: tuple[Graph, str] | None = None
-    for index, spec in enumerate(stages):
+    for index, spec in enumerate(stages, start):
         phase = spec.phase or phase
         ctx = StageContext(spec, index, tuple(done), phase)
         state, rec = run_stage(ctx, state, instruments, known)
