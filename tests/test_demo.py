@@ -186,11 +186,16 @@ def test_line_diff_matches_nodes_by_id():
 
 
 def test_record_summary_counts_fields():
-    from purequant.lowering.record import LoweringRecord
+    import attrs
 
-    assert record_summary(LoweringRecord("native", "x86")) == (
-        "LoweringRecord: target=native, backend=x86, lowered 0, skipped 0, quantized 0, "
-        "requantized 0, dequantized 0, new_params 0, dropped_modules 0")
+    @attrs.frozen
+    class ToyRecord:
+        target: str
+        lowered: tuple = ()
+        skipped: dict = attrs.field(factory=dict)
+
+    assert record_summary(ToyRecord("native", (1, 2))) == "ToyRecord: target=native, lowered 2, skipped 0"
+    assert record_summary(None) == "NoneType"
 
 
 @pytest.mark.parametrize("name", ["digits", "resnet18", "chain_linear"])
