@@ -28,6 +28,9 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "purequant.merge_stats", "purequant.convert", "purequant.quantize",
         "purequant.quantize_dynamic", "purequant.quantized_record",
     )),
+    ("Checking a configuration", "Before calibrating: what the backend will do with each qconfig entry.", (
+        "purequant.check_config", "purequant.ConfigReport", "purequant.check_config.EntryReport",
+    )),
     ("Values", "Frozen values the entry points return. None of them changes after it is made.", (
         "purequant.Prepared", "purequant.CalibrationStats", "purequant.Quantized",
         "purequant.Traced",
