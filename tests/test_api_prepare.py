@@ -117,7 +117,11 @@ def test_explain_tells_the_story_of_a_fused_conv(digits):
     text = p.explain(fused.node)
     assert "fuse:" in text and "qconfig: global" in text and "match: pattern" in text and "observer:" in text
     folded = p.explain(fused.nodes[1])
-    assert f"folded into %{fused.node}" in folded
+    assert f"folded into %{fused.node}" in folded and "removed by fuse" in folded
+    assert "no pattern covers" not in folded
+    observer = next(iter(p.stats.specs))
+    text = p.explain(observer)
+    assert text.startswith(f"%{observer} = call_function purequant.observe") and "observer of %" in text
 
 
 def test_skipping_a_module_by_name_leaves_it_float(digits):

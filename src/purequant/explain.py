@@ -21,12 +21,21 @@ def explain_node(prepared: Any, nid: str) -> str:
             f"no node %{nid} in this model", hint="node ids are printed by `purequant show`"
         )
     lines = [format_node(node)]
+    insertion = records.get("insert_observers")
+    slot = insertion.slots.get(nid) if insertion is not None else None
+    if slot is not None:  # an observer node: say what it observes, nothing else applies
+        spec = slot.spec
+        lines.append(f"observer of %{slot.value_id} ({slot.role}): {spec.kind} {spec.dtype} {spec.qscheme}, inserted by insert_observers")
+        return "\n".join(lines)
     lines += _fusion(records.get("fuse"), nid)
+    if nid not in graph:
+        lines.append("removed by fuse: it no longer exists in the observed graph, so nothing else applies to it")
+        return "\n".join(lines)
     qmap = records.get("generate_qconfig_map")
     if qmap is not None and nid in qmap.decisions:
         lines.append("qconfig: " + qmap.explain(nid).split(": ", 1)[1])
     lines += _match(records.get("find_matches"), nid)
-    lines += _observers(records.get("insert_observers"), nid)
+    lines += _observers(insertion, nid)
     return "\n".join(lines)
 
 
