@@ -29,6 +29,7 @@ from attrs import cmp_using, field, frozen
 
 from .errors import InvalidStatsError, ObserverConfigError, located
 from .formula import quant_range, range_qparams
+from .histc import histc
 from .l2search import l2_range
 from .minmax import empty_error
 from .spec import ObserverSpec, QParams
@@ -134,9 +135,9 @@ def fold_batch(state: HistState | None, values: torch.Tensor, lo: float, hi: flo
     O(numel + bins * upsample). Returns a new HistState.
     """
     if state is None:
-        return HistState(torch.histc(values, bins, min=lo, max=hi), lo, hi)
+        return HistState(histc(values, bins, lo, hi), lo, hi)
     new_lo, new_hi = min(state.min_val, lo), max(state.max_val, hi)
-    update = torch.histc(values, bins, min=new_lo, max=new_hi)
+    update = histc(values, bins, new_lo, new_hi)
     return HistState(update + _rebin(state, new_lo, new_hi, bins, upsample), new_lo, new_hi)
 
 
