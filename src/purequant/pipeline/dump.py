@@ -33,7 +33,7 @@ from ..ir import parse_graph, print_graph
 from .codec import from_plain, load_qualified, to_plain
 from .instruments import Instrument, StageContext
 from .stage import PipelineState, StageSpec
-from .tensors import PACKED, load_tensor, save_tensor, value_digest
+from .tensors import load_tensor, save_tensor, tensor_digest
 
 FORMAT = 1
 SPEC, INPUT, OUTPUT, RECORD = "spec.json", "input.graph", "output.graph", "record.json"
@@ -83,9 +83,8 @@ class Dump(Instrument):
         for path, t in sorted(params.items()):
             hit = self._digests.get(id(t))
             if hit is None or hit[0] is not t:
-                hit = self._digests[id(t)] = (t, value_digest(t))
-                if isinstance(t, torch.Tensor):  # packed weights are digested, not stored
-                    save_tensor(self.root / TENSORS, t, hit[1])
+                hit = self._digests[id(t)] = (t, tensor_digest(t))
+                save_tensor(self.root / TENSORS, t, hit[1])
             out[path] = hit[1]
         return out
 
@@ -186,12 +185,6 @@ def load_params(folder: Path, digests: dict[str, str]) -> PMap:
     """{path: digest} -> {path: tensor} from the dump's tensor store (one load per digest)."""
     store = folder.parent / TENSORS
     loaded: dict[str, torch.Tensor] = {}
-    packed = sorted(p for p, d in digests.items() if d.startswith(PACKED))
-    if packed:
-        raise DumpError(
-            f"{folder.name} reads packed weights ({', '.join(packed[:3])}...), which dumps digest but do not store",
-            hint="replay the fold_weights stage that made them, or an earlier stage",
-        )
     for d in set(digests.values()):
         loaded[d] = load_tensor(store, d)
     return pmap({path: loaded[d] for path, d in digests.items()})

@@ -17,7 +17,7 @@ from .codec import to_plain
 from .dump import DumpedStage, load_stage
 from .instruments import CheckWellFormed
 from .runner import run_stage
-from .tensors import value_digest
+from .tensors import tensor_digest
 
 
 @frozen
@@ -88,7 +88,7 @@ def _text_diff(dumped: str | None, replayed: str, name: str) -> str:
 def _digests(dumped: DumpedStage, params: Any) -> dict[str, str]:
     # Tensors the stage passed through unchanged were verified on load; hash only new ones.
     known = {id(dumped.state.params[p]): d for p, d in dumped.params_in.items()}
-    return {p: known.get(id(t)) or value_digest(t) for p, t in params.items()}
+    return {p: known.get(id(t)) or tensor_digest(t) for p, t in params.items()}
 
 
 def _dict_diff(a: dict, b: dict) -> tuple[str, ...]:

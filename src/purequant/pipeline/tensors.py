@@ -64,28 +64,6 @@ def _packed_digest(obj: object) -> str:
     return PACKED + h.hexdigest()
 
 
-PACKED = "packed:"
-
-
-def value_digest(value: object) -> str:
-    """`tensor_digest` for tensors; for packed-weights objects (torch ScriptObjects made by the
-    prepack ops) `packed:` + the sha256 of their pickled state's tensors and constants, so a
-    replayed `fold_weights` is compared by content too. O(size)."""
-    if isinstance(value, torch.Tensor):
-        return tensor_digest(value)
-    h = hashlib.sha256(type(value).__name__.encode())
-    stack = [value.__getstate__()] if hasattr(value, "__getstate__") else [repr(value)]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            h.update(tensor_digest(item).encode())
-        elif isinstance(item, (tuple, list)):
-            stack.extend(reversed(item))
-        else:
-            h.update(repr(item).encode())
-    return PACKED + h.hexdigest()
-
-
 def _qparams(t: torch.Tensor) -> str:
     if not t.is_quantized:
         return ""
