@@ -229,3 +229,38 @@ def test_api_page_is_up_to_date():
     spec.loader.exec_module(gen)
     assert (DOCS / "api.md").read_text() == gen.render(), (
         "docs/api.md is out of date: run .venv/bin/python docs/gen_api.py")
+
+
+# ---------------------------------------------------------------- links between pages
+LINKED_PAGES = ("index.md", "concepts.md", "migration.md", "cookbook.md", "api.md")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lowercased, punctuation but `-` and `_` dropped, spaces to `-`."""
+    out = set()
+    for m in re.finditer(r"^#{1,6} (.+)$", FENCE.sub("", text), re.M):
+        out.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("name", LINKED_PAGES)
+def test_links_resolve(name: str) -> None:
+    """Every relative link of these pages names an existing page, and an existing heading."""
+    text = (DOCS / name).read_text()
+    broken = []
+    for target in LINK.findall(FENCE.sub("", text)):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        page = (DOCS / path) if path else DOCS / name
+        if not page.is_file():
+            broken.append(f"{target}: no such file")
+        elif anchor and page.suffix == ".md" and anchor not in anchors(page.read_text()):
+            broken.append(f"{target}: no heading with that anchor")
+    assert not broken, f"docs/{name}: " + "; ".join(broken)
+
+
+def test_anchors_follow_github():
+    text = "# Migrating from torch.ao's `quantize_fx`\n```text\n# not a heading\n```\n## A module torch.fx cannot trace\n"
+    assert anchors(text) == {"migrating-from-torchaos-quantize_fx", "a-module-torchfx-cannot-trace"}
