@@ -99,6 +99,12 @@ NOTES: dict[str, str] = {
         "`Prepared.with_stats`.\n\n"
         "**Raises**: as `calibrate`."
     ),
+    "purequant.check_config": (
+        "Prints with `str(report)`; `report.ignored()` keeps the entries with a reason. A node "
+        "no pattern covers at all counts in `decided` but not in `quantized`, without a reason "
+        "line of its own (use `Prepared.explain`).\n\n"
+        "**Raises**: whatever `prepare` raises."
+    ),
     "purequant.quantize": (
         "**Raises**: whatever `prepare`, `calibrate` and `convert` raise."
     ),
@@ -133,6 +139,7 @@ MEMBER_NOTES: dict[str, str] = {
     "Prepared.records": "`state.records`: stage name -> the record that stage returned.",
     "Prepared.observer_specs": "`stats.specs`: observer id -> ObserverSpec.",
     "Quantized.records": "stage name -> record, prepare's stages then convert's, as a dict.",
+    "EntryReport.fully_ignored": "True when none of the nodes the entry decided was quantized.",
 }
 
 _SECTION = re.compile(r"(Args|Arguments|Attributes|Returns|Raises|Yields|Example|Examples):\Z")
