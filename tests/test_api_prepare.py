@@ -151,7 +151,7 @@ def test_bad_backend_and_custom_config_keys(digits):
 
 
 def test_model_on_two_devices_is_refused():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).eval()
     model[1].to("meta")
     with pytest.raises(ConfigError, match="several devices"):
         prepare(model, MINMAX, (torch.zeros(1, 4),))
@@ -166,3 +166,29 @@ def test_unknown_qconfig_key_is_a_clear_error(digits):
 def test_purequant_exports_the_api():
     for name in ("prepare", "calibrate", "observe_batch", "merge_stats", "Prepared"):
         assert hasattr(purequant, name), name
+
+
+def test_training_mode_model_is_refused_and_left_alone(digits):
+    entry, _ = digits
+    model = entry.build().train()
+    before = _snapshot(model)
+    with pytest.raises(ConfigError, match="training mode") as info:
+        prepare(model, MINMAX, entry.example_inputs())
+    assert "model.eval()" in info.value.hint
+    assert _same(before, _snapshot(model))
+
+
+def test_custom_module_types_accept_classes(digits):
+    entry, model = digits
+    p = prepare(model, MINMAX, entry.example_inputs(), custom_config={"custom_module_types": [torch.nn.MaxPool2d]})
+    options = next(r.options for r in p.stage_records if r.name == "find_matches")
+    assert options["custom_modules"] == ("torch.nn.MaxPool2d",)
+
+
+def test_torchao_prepare_custom_config_object_gets_a_clear_error(digits):
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+    entry, model = digits
+    with pytest.raises(ConfigError, match="custom_config must be a dict") as info:
+        prepare(model, MINMAX, entry.example_inputs(), custom_config=PrepareCustomConfig())
+    assert "migration" in info.value.hint

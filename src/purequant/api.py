@@ -34,7 +34,7 @@ from .ir import Graph, paused_gc
 from .pipeline.runner import StageRecord, run
 from .pipeline.stage import PipelineState
 from .prepare_stages import prepare_stages
-from .qconfig import QConfigSpec, cpu_aware_default, to_qconfig_spec
+from .qconfig import QConfigSpec, cpu_aware_default, object_type_key, to_qconfig_spec
 from .trace import Traced, emit_graph_module, trace
 
 __all__ = ["Prepared", "calibrate", "merge_stats", "observe_batch", "prepare"]
@@ -141,8 +141,9 @@ def prepare(
         raise ConfigError(
             f"unknown backend {backend!r}", hint=f"choose one of {', '.join(BACKENDS)}"
         )
+    _check_custom(custom_config if custom_config is not None else {})
     custom = dict(custom_config or {})
-    _check_custom(custom)
+    _check_eval(model)
     spec = cpu_aware_default(backend).spec if qconfig is None else to_qconfig_spec(qconfig)
     _check_one_device(model)
     traced = trace(
@@ -151,8 +152,9 @@ def prepare(
         leaf_modules=custom.get("leaf_modules", ()),
         concrete_args=custom.get("concrete_args"),
     )
+    custom_types = tuple(object_type_key(t) for t in custom.get("custom_module_types", ()))
     stages = prepare_stages(
-        spec, backend, tuple(custom.get("custom_module_types", ())), model.training
+        spec, backend, custom_types, model.training
     )
     state = PipelineState(traced.graph, traced.params, traced.modules)
     with paused_gc():
@@ -201,6 +203,17 @@ def _observer_specs(state: PipelineState) -> dict:
     return {oid: slot.spec for oid, slot in insertion.slots.items() if not slot.is_weight}
 
 
+def _check_eval(model: torch.nn.Module) -> None:
+    # In training mode batch norms update their running statistics in place while calibration
+    # runs, and those are the user's tensors: post-training quantization needs eval mode.
+    if model.training:
+        raise ConfigError(
+            "the model is in training mode; prepare is post-training quantization",
+            stage="prepare",
+            hint="call model.eval() first (quantization-aware training is not supported yet)",
+        )
+
+
 def _check_one_device(model: torch.nn.Module) -> None:
     devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
     if len(devices) > 1:
@@ -214,7 +227,14 @@ def _check_one_device(model: torch.nn.Module) -> None:
 _CUSTOM_KEYS = ("leaf_modules", "concrete_args", "custom_module_types")
 
 
-def _check_custom(custom: dict[str, Any]) -> None:
+def _check_custom(custom: Any) -> None:
+    if not isinstance(custom, dict):
+        raise ConfigError(
+            f"custom_config must be a dict, not {type(custom).__name__}",
+            stage="prepare",
+            hint="pass {'leaf_modules': [...], 'concrete_args': {...}, 'custom_module_types': [...]};"
+            " torch.ao's PrepareCustomConfig maps onto these keys (see docs/migration.md)",
+        )
     for key in custom:
         if key not in _CUSTOM_KEYS:
             raise ConfigError(

@@ -207,7 +207,11 @@ def _activation_qparams(prepared: Prepared, state: PipelineState) -> PMap:
     stats = prepared.stats
     by_value = {(s.value_id, s.spec): oid for oid, s in prepared.records["insert_observers"].slots.items()}
     out: dict[str, QParams] = {}
-    for oid, slot in state.records["insert_observers"].slots.items():
+    slots = state.records["insert_observers"].slots
+    # Graph order, not the map's hash order: which node an error names must not depend on
+    # PYTHONHASHSEED.
+    for oid in sorted(slots, key=state.graph.position):
+        slot = slots[oid]
         if slot.is_weight or slot.spec.kind in NO_STATS_KINDS:
             if slot.spec.kind == "fixed":
                 out[oid] = qparams(slot.spec, NO_STATS)
