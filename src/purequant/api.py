@@ -204,14 +204,18 @@ def _observer_specs(state: PipelineState) -> dict:
 
 
 def _check_eval(model: torch.nn.Module) -> None:
-    # In training mode batch norms update their running statistics in place while calibration
-    # runs, and those are the user's tensors: post-training quantization needs eval mode.
-    if model.training:
-        raise ConfigError(
-            "the model is in training mode; prepare is post-training quantization",
-            stage="prepare",
-            hint="call model.eval() first (quantization-aware training is not supported yet)",
-        )
+    # A batch norm in training mode updates its running statistics in place on every forward,
+    # and those are the user's tensors: calibrating would change the user's model.
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats:
+            raise ConfigError(
+                f"{name or 'the model'} ({type(m).__name__}) is in training mode: calibration would "
+                "update its running statistics, which are your tensors; prepare is post-training quantization",
+                stage="prepare",
+                hint="call model.eval() first (quantization-aware training is not supported yet)",
+            )
 
 
 def _check_one_device(model: torch.nn.Module) -> None:

@@ -101,10 +101,12 @@ def convert(
     )
     tail = (stage(fold_weights, uses_params=True), stage(eliminate_dead_code, uses_modules=True))
     with paused_gc():
-        lowered, recs = run((lower_spec,), state, instruments=_instruments(dump_dir))
+        # Numbered after prepare's stages: one dump folder reads as one pipeline, 000 to 007.
+        first = len(prep_records)
+        lowered, recs = run((lower_spec,), state, instruments=_instruments(dump_dir), start=first)
         # Lowering is engine-free; packing belongs to the engine that will run the kernels.
         with quantized_engine(engine):
-            folded, more = run(tail, lowered, instruments=_instruments(dump_dir), start=len(recs))
+            folded, more = run(tail, lowered, instruments=_instruments(dump_dir), start=first + len(recs))
     gm = lowered_module(
         folded.graph, folded.params, folded.modules,
         module_objects=unchanged_objects(prepared.traced, folded.modules), callables=prepared.traced.callables,
