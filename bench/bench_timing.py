@@ -158,6 +158,21 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def source_state() -> str:
+    """The commit of the purequant being measured, and whether its src/ differs from it."""
+    import purequant
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(purequant.__file__)))
+    try:
+        rev = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", src, "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "purequant from an unknown source state"
+    return f"purequant at commit {rev}" + (" with uncommitted changes under src/" if dirty else "")
+
+
 def machine_lines() -> list[str]:
     """Bullet lines describing the CPU, cores, torch build and thread settings of this process."""
     import torch
@@ -169,11 +184,11 @@ def machine_lines() -> list[str]:
     return [
         f"CPU: {cpu_model()}; {os.cpu_count()} logical CPUs; int8-relevant flags: {', '.join(isa) or 'none'}",
         f"torch {torch.__version__} (quantized engine {torch.backends.quantized.engine}); "
-        f"Python {platform.python_version()}",
+        f"Python {platform.python_version()}; {source_state()}",
         f"threads: transform, numerics and memory sections run at {torch.get_num_threads()} torch "
         f"thread(s); latency runs one subprocess per thread count with OMP_PROC_BIND=close "
         f"OMP_PLACES=cores set before torch starts; environment of the parent: {omp or 'no OMP_* set'}",
-        f"load average (1, 5, 15 min) when the run started: {load}",
+        f"load average (1, 5, 15 min) at the end of the run: {load}",
     ]
 
 

@@ -27,7 +27,7 @@ from bench_timing import Stat, emit_json, interleave, slope, timed  # noqa: E402
 import purequant  # noqa: E402
 
 
-def transform_times(name: str, rounds: int) -> dict:
+def transform_times(name: str, rounds: int, warmup: int = 1) -> dict:
     """Warm prepare and convert of both tools and symbolic_trace alone, on one model."""
     c = R.usable_case(name)
     ours_cal = R.ours_calibrated(c)
@@ -39,10 +39,12 @@ def transform_times(name: str, rounds: int) -> dict:
             "symbolic_trace": lambda: torch.fx.symbolic_trace(c.model),
         },
         rounds=rounds,
+        warmup=warmup,
     )
     conv = interleave(
         {"ours": lambda: purequant.convert(ours_cal), "torch.ao": R.ao_convert},
         rounds=rounds,
+        warmup=warmup,
         setup={"torch.ao": lambda: copy.deepcopy(ao_cal)},
     )
     return {"label": c.label, "nodes": c.nodes, "fallback": c.fallback, "prepare": prep,

@@ -170,8 +170,10 @@ def section_transform(opts: Options) -> str:
     names = opts.pick(ZOO_MODELS) + ([] if opts.models else ["chain:1000"])
     results, notes = [], []
     for name in names:
+        chain = name.startswith("chain:")  # ~40 s a round for torch.ao: fewer rounds, no warm-up
         try:
-            r = T.transform_times(name, opts.rounds)
+            r = T.transform_times(name, max(1, opts.rounds // 3) if chain else opts.rounds,
+                                  warmup=0 if chain else 1)
         except Exception as ex:
             notes.append(f"{name}: {R.first_line(ex)}")
             continue
@@ -201,9 +203,12 @@ def section_transform(opts: Options) -> str:
         "## Transform time: prepare and convert, against torch.ao FX",
         meta(opts),
         "Both tools get the same torch.ao `QConfigMapping` object: `get_default_qconfig_mapping(\"x86\")` "
-        "for static models, `default_dynamic_qconfig` on nn.Linear and nn.LSTM for lstm and mlp "
+        "for static models, `default_dynamic_qconfig` on nn.Linear and nn.LSTM for lstm (global for "
+        "mlp: torch.ao fuses its Linear + ReLU and then refuses a Linear-only entry) "
         "(bench/bench_recipes.py). Prepare and convert are timed without calibration, warm, "
-        f"interleaved ours / torch.ao / symbolic_trace, {opts.rounds} rounds after a warm-up round, "
+        f"interleaved ours / torch.ao / symbolic_trace, {opts.rounds} rounds after a warm-up round "
+        f"({max(1, opts.rounds // 3)} rounds without warm-up for the 1k-node chain, the zoo having "
+        "warmed both tools up), "
         "`gc.collect()` before each call, 1 thread. Ours converts the same calibrated `Prepared` every "
         "round (it is pure); torch.ao's `convert_fx` consumes its input, so each call gets an untimed "
         "`copy.deepcopy` of one calibrated model. Cells: median (min-max) wall clock; **CPU ratio** "
@@ -459,7 +464,8 @@ def _slow_block(slow: list[str]) -> str:
         return ""
     return "\n\n".join([
         f"### Where ours is more than {TARGET_LATENCY:.2f}x torch.ao",
-        "Each such row was profiled with torch.profiler (10 forwards of each model, same inputs). "
+        "Each such row was profiled with torch.profiler: 3 interleaved windows of 10 forwards of each "
+        "model on the same inputs, per op the minimum over the windows (ms per forward, self CPU). "
         "Different call counts point at a lowering difference (quantize/dequantize placement, "
         "layout conversions); equal counts with more time outside ops point at Python overhead; "
         "equal counts and equal op times mean the gap is timing noise.",
