@@ -20,6 +20,7 @@ from pyrsistent import PMap, pmap
 from .errors import StageError
 from .ir import Graph, GraphBuilder, Node, Ref
 from .observers import ObserverSpec, init_stats, merge, observe
+from .observers.lastfold import forget as forget_last_fold
 
 OBSERVE = "purequant.observe"
 
@@ -140,11 +141,15 @@ def run_observed(
 
     gm = module_for(purequant_observe)
     count = start.batches
-    with torch.no_grad():
-        for batch in batches:
-            args = batch if isinstance(batch, tuple) else (batch,)
-            gm(*args)
-            count += 1
-            if progress is not None:
-                progress(count)
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                args = batch if isinstance(batch, tuple) else (batch,)
+                gm(*args)
+                count += 1
+                if progress is not None:
+                    progress(count)
+    finally:
+        # The histogram observer memoises its last fold, holding that activation; release it.
+        forget_last_fold()
     return CalibrationStats(start.specs, pmap(collector.stats), count)

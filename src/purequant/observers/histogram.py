@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from attrs import cmp_using, field, frozen
 
+from . import lastfold
 from .errors import InvalidStatsError, ObserverConfigError, located
 from .formula import quant_range, range_qparams
 from .histc import histc
@@ -134,11 +135,18 @@ def fold_batch(state: HistState | None, values: torch.Tensor, lo: float, hi: flo
 
     O(numel + bins * upsample). Returns a new HistState.
     """
+    return _fold(state, values, lo, hi, bins, upsample)[0]
+
+
+def _fold(state: HistState | None, values: torch.Tensor, lo: float, hi: float,
+          bins: int, upsample: int) -> tuple[HistState, torch.Tensor]:
+    """fold_batch, also returning the batch's own counts over the new range."""
     if state is None:
-        return HistState(histc(values, bins, lo, hi), lo, hi)
+        update = histc(values, bins, lo, hi)
+        return HistState(update, lo, hi), update
     new_lo, new_hi = min(state.min_val, lo), max(state.max_val, hi)
     update = histc(values, bins, new_lo, new_hi)
-    return HistState(update + _rebin(state, new_lo, new_hi, bins, upsample), new_lo, new_hi)
+    return HistState(update + _rebin(state, new_lo, new_hi, bins, upsample), new_lo, new_hi), update
 
 
 def combine_states(a: HistState, b: HistState, bins: int, upsample: int) -> HistState:
@@ -173,10 +181,13 @@ def observe_histogram(spec: ObserverSpec, stats: HistogramStats, x: torch.Tensor
     """
     if x.numel() == 0:
         return stats
+    bins, upsample, budget = _options(spec)
+    chunks = stats.chunks
+    if budget == 0 and (not chunks or (len(chunks) == 1 and isinstance(chunks[0], HistState))):
+        return _fold_now(stats, detached(x), bins, upsample, where)
     lo, hi = tensor_range(x, where)
     values = detached(x).to(torch.float32)
-    bins, upsample, budget = _options(spec)
-    n, raw, chunks = values.numel(), stats.raw_elements, stats.chunks
+    n, raw = values.numel(), stats.raw_elements
     if budget is None or raw + n <= budget:
         return HistogramStats(chunks + (_raw_batch(x, lo, hi),), raw + n)
     state: HistState | None = None
@@ -186,6 +197,30 @@ def observe_histogram(spec: ObserverSpec, stats: HistogramStats, x: torch.Tensor
     if state is not None and raw + n <= budget:
         return HistogramStats((state,) + chunks[k:] + (_raw_batch(x, lo, hi),), raw + n)
     return HistogramStats((fold_batch(state, values, lo, hi, bins, upsample),), 0)
+
+
+def _fold_now(stats: HistogramStats, x: torch.Tensor, bins: int, upsample: int,
+              where: str | None) -> HistogramStats:
+    """The default path (raw_budget 0, nothing raw held): fold `x` into the single state.
+
+    A value that repeats the last fold's (a view or a clamp of it, see lastfold.py) takes its
+    counts from that fold instead of binning again; the result is the same either way.
+    """
+    state = stats.chunks[0] if stats.chunks else None
+    known = None
+    if state is not None:
+        known = lastfold.same_values(stats, x, bins) or lastfold.clamped(
+            stats, x, state.min_val, state.max_val, bins)
+    if known is not None:
+        update, lo, hi = known
+        new = HistState(update + state.hist, state.min_val, state.max_val)
+    else:
+        lo, hi = tensor_range(x, where)
+        values = x if x.dtype == torch.float32 else x.to(torch.float32)
+        new, update = _fold(state, values, lo, hi, bins, upsample)
+    out = HistogramStats((new,), 0)
+    lastfold.remember(out, x, lo, hi, update, bins)
+    return out
 
 
 def merge_histogram(spec: ObserverSpec, a: HistogramStats, b: HistogramStats,
