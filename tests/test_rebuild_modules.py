@@ -9,6 +9,8 @@ params table's very tensors, and leaves them unwritten (values and `_version`). 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.ao.quantization as tq
@@ -181,9 +183,11 @@ def test_rnns_rebuild_through_their_base_without_overloads(name, without_overloa
     assert getattr(new, "nonlinearity", None) == getattr(m, "nonlinearity", None)
 
 
-def test_constructor_signatures_come_from_overloads_then_the_mro():
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.get_overloads is 3.11+")
+def test_constructor_signatures_come_from_overloads():
     signature, base = instantiate._constructor(nn.LSTM)
-    assert base is None and "proj_size" in signature.parameters and "mode" not in signature.parameters
+    assert base is None and "proj_size" in signature.parameters
+    assert "mode" not in signature.parameters
     assert "nonlinearity" in instantiate._constructor(nn.RNN)[0].parameters
     assert instantiate._constructor(nn.Identity)[1] is None  # (*args, **kwargs), nothing to name
 
