@@ -66,7 +66,7 @@ def module_from_spec(spec: ModuleSpec, params: Mapping[str, torch.Tensor]) -> to
     return module
 
 
-def _construct(cls: type, spec: ModuleSpec) -> torch.nn.Module:
+def _construct(cls: Any, spec: ModuleSpec) -> torch.nn.Module:
     signature, base = _constructor(cls)
     kwargs = _constructor_kwargs(signature, spec)
     call = spec.type if base is None else f"a {spec.type} through {type_name(base)}.__init__"
@@ -76,7 +76,7 @@ def _construct(cls: type, spec: ModuleSpec) -> torch.nn.Module:
                 module = cls(**kwargs)
             else:
                 module = cls.__new__(cls)
-                base.__init__(module, **kwargs)
+                _init_of(base)(module, **kwargs)
     except Exception as e:
         raise TraceError(f"cannot build {call}(**{kwargs!r}) from its ModuleSpec: {e}") from e
     if base is not None:
@@ -113,18 +113,22 @@ def _constructor(cls: type) -> tuple[inspect.Signature, type | None]:
     (nn.LSTM declares `(input_size, hidden_size, ...)` over `(*args, **kwargs)`). Otherwise the
     first base in the MRO whose `__init__` names them (RNNBase, which also takes `mode`).
     """
-    own = inspect.signature(cls.__init__)
+    own = inspect.signature(_init_of(cls))
     if _names_parameters(own):
         return own, None
-    for overload in _get_overloads(cls.__init__):
+    for overload in _get_overloads(_init_of(cls)):
         signature = inspect.signature(overload)
         if _names_parameters(signature):
             return signature, None
     for base in cls.__mro__[1:]:
-        signature = inspect.signature(base.__init__)
+        signature = inspect.signature(_init_of(base))
         if _names_parameters(signature):
             return signature, base
     return own, None  # no parameters anywhere: nn.Identity(*args, **kwargs) takes none
+
+
+def _init_of(cls: type) -> Any:
+    return cls.__init__  # type: ignore[misc]  # the class's own, not an instance's
 
 
 _VARIADIC = frozenset({inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD})
