@@ -44,6 +44,9 @@ class QConfig:
         activation: observer spec for the op's output activation (None: left float).
         weight: observer spec for the op's weight (None: left float).
         name: label used in messages and decision logs only; outside equality and hashing.
+        narrow_16bit_inputs: `activation` has no reduce_range, but the op's activation inputs
+            keep it when the backend runs the op on a kernel that accumulates in 16 bits
+            (fbgemm's depthwise conv). Set by the CPU-aware default; `find_quants` applies it.
     """
 
     activation: ObserverSpec | None = field(
@@ -51,6 +54,7 @@ class QConfig:
     )
     weight: ObserverSpec | None = field(default=None, validator=optional(instance_of(ObserverSpec)))
     name: str | None = field(default=None, eq=False)
+    narrow_16bit_inputs: bool = False
 
     @property
     def is_dynamic(self) -> bool:
@@ -71,21 +75,28 @@ class QConfig:
         """One short line for messages: the name if any, else a summary of both specs."""
         if self.name:
             return self.name
-        return f"QConfig(activation={_describe_spec(self.activation)}, weight={_describe_spec(self.weight)})"
+        narrow = ", narrow_16bit_inputs" if self.narrow_16bit_inputs else ""
+        return f"QConfig(activation={_describe_spec(self.activation)}, weight={_describe_spec(self.weight)}{narrow})"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "activation": None if self.activation is None else self.activation.to_json(),
             "weight": None if self.weight is None else self.weight.to_json(),
         }
+        if self.narrow_16bit_inputs:  # only when set: JSON of every other qconfig is unchanged
+            out["narrow_16bit_inputs"] = True
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QConfig:
         def spec(d: dict[str, Any] | None) -> ObserverSpec | None:
             return None if d is None else ObserverSpec.from_json(d)
 
-        return cls(spec(data.get("activation")), spec(data.get("weight")), data.get("name"))
+        return cls(
+            spec(data.get("activation")), spec(data.get("weight")), data.get("name"),
+            bool(data.get("narrow_16bit_inputs", False)),
+        )
 
 
 def describe_qconfig(qconfig: QConfig | None) -> str:
