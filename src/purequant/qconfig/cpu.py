@@ -5,6 +5,10 @@ dot product (`vpmaddubsw`) adds pairs of u8*s8 products into saturating 16-bit l
 VNNI (AVX512-VNNI or AVX-VNNI) have `vpdpbusd`, which accumulates in 32 bits, so the full 8-bit
 range is safe there and loses less precision.
 
+One kernel accumulates in 16 bits even on VNNI CPUs: fbgemm's depthwise conv. The default keeps
+reduce_range for the inputs of the convs the engine runs on it (`QConfig.narrow_16bit_inputs`,
+applied by `find_quants` where `depthwise_16bit` says the kernel is that one).
+
 Caveat: the choice is baked into the converted model. A model converted without reduce_range on
 a VNNI machine may saturate when run on a CPU without VNNI.
 """
@@ -15,6 +19,7 @@ from collections.abc import Iterable
 
 from attrs import evolve, frozen
 
+from purequant.ir import ModuleSpec
 from purequant.observers.spec import ObserverSpec
 from purequant.qconfig.defaults import default_qconfig_spec
 from purequant.qconfig.spec import QConfig, QConfigSpec
@@ -128,7 +133,11 @@ def cpu_aware_default(
 
 def _drop_reduce_range(qc: QConfig) -> QConfig:
     new = evolve(qc, activation=_full_range(qc.activation), weight=_full_range(qc.weight))
-    if new == qc or not qc.name:  # names are outside equality, so compare before renaming
+    if new == qc:
+        return new
+    # Only a dropped activation range can reach a 16-bit kernel's input.
+    new = evolve(new, narrow_16bit_inputs=new.activation != qc.activation)
+    if not qc.name:  # names are outside equality, so compare before renaming
         return new
     return evolve(new, name=f"{qc.name}, reduce_range dropped")
 
@@ -139,3 +148,62 @@ def _full_range(spec: ObserverSpec | None) -> ObserverSpec | None:
     if spec is None or not spec.reduce_range or spec.quant_min is not None:
         return spec
     return evolve(spec, reduce_range=False)
+
+
+# fbgemm's depthwise fast path (fbgemm `takeDepthWiseFastPath`), as measured on torch 2.13: every
+# case below saturates with 8-bit activations, and the cases just outside it do not.
+_DW_KERNELS = (3, 5, 7)
+_DW_STRIDES = (1, 2)
+_ONEDNN_MAX_GROUPS = 100  # torch's x86 engine: onednn runs groups <= 100 on VNNI CPUs
+
+
+def depthwise_16bit(backend: str, conv: ModuleSpec, weight: ObserverSpec | None) -> str | None:
+    """Why `backend` runs this conv on fbgemm's depthwise kernel, or None if it does not.
+
+    That kernel adds pairs of u8*s8 products in saturating 16-bit lanes (`vpmaddubsw`) even on
+    VNNI CPUs: 8-bit activations overflow (2*255*128 > 2**15 - 1), 7-bit ones cannot. fbgemm
+    takes depthwise 2d/3d convs (groups == in_channels, 1 or 2 outputs per group, groups a
+    multiple of 8) with 3, 5 or 7 kernels (height == width), strides 1 or 2, no dilation and
+    "same" zero padding. The x86 engine hands it those with more than 100 groups, or with
+    asymmetric weights; onednn runs the others on VNNI CPUs (torch `should_use_onednn_quant`).
+
+    Args:
+        backend: the lowering backend ("x86", "fbgemm"; others never run fbgemm).
+        conv: the conv's ModuleSpec (its attrs: channels, groups, kernel_size, stride...).
+        weight: the conv's weight spec (its qscheme decides x86's routing).
+
+    Returns:
+        A one-line reason, or None.
+    """
+    if backend not in ("x86", "fbgemm") or not _fbgemm_depthwise(conv):
+        return None
+    groups = conv.attr("groups")
+    symmetric = weight is not None and weight.symmetric
+    if backend == "x86" and groups <= _ONEDNN_MAX_GROUPS and symmetric:
+        return None
+    kernel = "fbgemm's depthwise kernel accumulates in 16 bits and saturates with 8-bit activations"
+    if backend == "fbgemm":
+        return kernel
+    why = f"{groups} > {_ONEDNN_MAX_GROUPS} groups" if groups > _ONEDNN_MAX_GROUPS else "asymmetric weights"
+    return f"x86 hands depthwise convs with {why} to fbgemm, and {kernel}"
+
+
+def _fbgemm_depthwise(conv: ModuleSpec) -> bool:
+    a = conv.attr
+    kernel, groups = tuple(a("kernel_size", ())), a("groups", 1)
+    if a("transposed", False) or len(kernel) not in (2, 3) or a("padding_mode", "zeros") != "zeros":
+        return False
+    if groups != a("in_channels") or a("out_channels") not in (groups, 2 * groups) or groups % 8:
+        return False
+    return (
+        kernel[-2] == kernel[-1] and all(k in _DW_KERNELS for k in kernel)
+        and all(s in _DW_STRIDES for s in a("stride", ()))
+        and all(d == 1 for d in a("dilation", ()))
+        and _same_padding(a("padding"), kernel)
+    )
+
+
+def _same_padding(padding: object, kernel: tuple[int, ...]) -> bool:
+    if padding == "same":  # odd kernels: the same pads as below
+        return True
+    return isinstance(padding, tuple) and padding == tuple((k - 1) // 2 for k in kernel)
