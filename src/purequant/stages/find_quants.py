@@ -5,17 +5,22 @@ activation spec, its output gets one by its observation kind (own, fixed, or the
 its first input), functional weights get the weight spec, module weights are noted by path.
 Values that share qparams point at the value whose observer they use (its owner); only
 owners get observer nodes. The first request for a value wins (torch.ao re-uses an existing observer), so
-a value is never observed twice; a conflicting later request is noted, not applied.
+a value is never observed twice; a conflicting later request is noted, not applied. One exception,
+for kernels that overflow otherwise: a conv the backend runs on a 16-bit kernel, under a qconfig
+with `narrow_16bit_inputs` (the CPU-aware default), narrows its inputs' observers to reduce_range.
 """
 
 from __future__ import annotations
 
-from attrs import frozen
+from collections.abc import Mapping
+
+from attrs import evolve, frozen
 from pyrsistent import PMap, pmap
 
-from ..ir import Graph, paused_gc
+from ..ir import Graph, ModuleSpec, paused_gc
 from ..observers.spec import ObserverSpec
 from ..patterns import Observation
+from ..qconfig.cpu import depthwise_16bit
 from .find_matches import Match, MatchResult
 
 INPUT, OUTPUT, WEIGHT = "input", "output", "weight"
@@ -49,6 +54,9 @@ class QuantPlan:
             parameter) -> weight spec; observed from the parameters at convert time.
         dynamic: match root -> activation spec quantized at run time (no observer).
         notes: value id -> a request that was not applied, and why.
+        narrowed: value id in `observe` -> (root of the match that reads it, why): its observer
+            keeps reduce_range although its qconfig dropped it (the reader's kernel accumulates
+            in 16 bits).
     """
 
     observe: PMap
@@ -56,22 +64,32 @@ class QuantPlan:
     weights: PMap
     dynamic: PMap
     notes: PMap
+    narrowed: PMap = pmap()  # immutable, so one shared default is safe
 
     @property
     def is_empty(self) -> bool:
         return not (self.observe or self.shares or self.weights or self.dynamic)
 
 
-def find_quants(graph: Graph, matches: MatchResult) -> QuantPlan:
+def find_quants(
+    graph: Graph, matches: MatchResult, *, modules: Mapping[str, ModuleSpec] | None = None,
+    backend: str | None = None,
+) -> QuantPlan:
     """Plan the observation of every matched pattern's inputs, outputs and weights.
 
     Reads the graph (node order and ops) and the MatchResult. Graph outputs request nothing:
-    they stay float. Pure; O(n + matched edges) .
+    they stay float. Given `backend` and the conv `modules`, a match whose qconfig has
+    `narrow_16bit_inputs` and whose conv `backend` runs on a 16-bit kernel
+    (`qconfig.cpu.depthwise_16bit`) narrows its inputs' observers to reduce_range, recorded in
+    `narrowed`. Pure; O(n + matched edges).
     """
     with paused_gc():  # allocation-heavy and cycle-free (see insert_observers)
         plan = _Planner(graph)
-        for m in matches.roots(graph):
+        roots = matches.roots(graph)
+        for m in roots:
             _plan_match(plan, m)
+        for m in roots if backend is not None else ():
+            _narrow_16bit_inputs(plan, m, modules or {}, backend)
         return plan.finish()
 
 
@@ -109,6 +127,20 @@ def _plan_sharing(p: _Planner, m: Match) -> None:
     p.share(m.root, owner)
 
 
+def _narrow_16bit_inputs(p: _Planner, m: Match, modules: Mapping[str, ModuleSpec], backend: str) -> None:
+    """A conv on a 16-bit kernel reads 7-bit inputs: their observers keep reduce_range.
+
+    Runs once every match is planned, so it narrows whichever value owns each input's observer
+    by then (usually the producer's output, which the input shares), and so every value
+    sharing that observer: they share its qparams.
+    """
+    if not m.qconfig.narrow_16bit_inputs or m.module_weight not in modules:
+        return
+    why = depthwise_16bit(backend, modules[m.module_weight], m.qconfig.weight)
+    for v in m.inputs if why is not None else ():
+        p.narrow(v, m.root, why)
+
+
 def _plan_weights(p: _Planner, m: Match, spec: ObserverSpec) -> None:
     if m.module_weight is not None and m.module_weight not in p.weights:
         p.weights[m.module_weight] = spec
@@ -135,6 +167,7 @@ class _Planner:
         self.weights: dict[str, ObserverSpec] = {}
         self.dynamic: dict[str, ObserverSpec] = {}
         self.notes: dict[str, str] = {}
+        self.narrowed: dict[str, tuple[str, str]] = {}  # owner -> (reader, why)
 
     def owner(self, v: str) -> str | None:
         return v if v in self.quant else self.shared.get(v)
@@ -150,6 +183,20 @@ class _Planner:
                 f"%{vq.requested_by} asked for {_describe(vq)}; kept {_describe(have)} "
                 f"from %{have.requested_by}"
             )
+
+    def narrow(self, v: str, reader: str, why: str) -> None:
+        """The observer of `v` keeps reduce_range (7 bits), unless its range is fixed."""
+        o = self.owner(v)
+        if o is None or self.quant[o].spec.reduce_range:
+            return
+        vq = self.quant[o]
+        s = vq.spec
+        if s.kind == "fixed" or s.quant_min is not None or s.is_dynamic or s.dtype != "quint8":
+            self.notes.setdefault(v, f"%{reader} asked for 7 bits ({why}); kept {_describe(vq)} "
+                                     f"from %{vq.requested_by}: its range is set")
+            return
+        self.quant[o] = evolve(vq, spec=evolve(s, reduce_range=True))
+        self.narrowed[o] = (reader, why)
 
     def share(self, v: str, owner: str) -> None:
         """`v` (not observed yet) uses `owner`'s observer."""
@@ -188,7 +235,7 @@ class _Planner:
     def finish(self) -> QuantPlan:
         return QuantPlan(
             pmap(self.quant), pmap(self.shared), pmap(self.weights), pmap(self.dynamic),
-            pmap(self.notes),
+            pmap(self.notes), pmap(self.narrowed),
         )
 
 
