@@ -14,7 +14,7 @@ from .patterns import default_table
 from .pipeline.stage import StageSpec, stage
 from .qconfig import QConfigSpec
 from .stages.find_matches import MatchResult, find_matches
-from .stages.find_quants import find_quants
+from .stages.find_quants import QuantPlan, find_quants
 from .stages.fuse import fuse
 from .stages.generate_qconfig_map import QConfigMap, generate_qconfig_map
 from .stages.insert_observers import insert_observers
@@ -34,6 +34,12 @@ def match_patterns(
     )
 
 
+def plan_quants(graph: Graph, modules: PMap, matches: MatchResult, *, backend: str) -> QuantPlan:
+    """`find_quants` told the backend and the module specs, so the inputs of convs that run on
+    a 16-bit kernel keep reduce_range where their qconfig asks. Pure; see find_quants."""
+    return find_quants(graph, matches, modules=modules, backend=backend)
+
+
 def prepare_stages(
     qconfig: QConfigSpec, backend: str, custom_modules: tuple[str, ...] = (), training: bool = False
 ) -> tuple[StageSpec, ...]:
@@ -49,6 +55,6 @@ def prepare_stages(
             backend=backend,
             custom_modules=tuple(custom_modules),
         ),
-        stage(find_quants, reads=("find_matches",)),
+        stage(plan_quants, name="find_quants", uses_modules=True, reads=("find_matches",), backend=backend),
         stage(insert_observers, reads=("find_quants",), phase="OBSERVED"),
     )
