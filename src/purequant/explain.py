@@ -36,6 +36,7 @@ def explain_node(prepared: Any, nid: str) -> str:
         lines.append("qconfig: " + qmap.explain(nid).split(": ", 1)[1])
     lines += _match(records.get("find_matches"), nid)
     lines += _observers(insertion, nid)
+    lines += _narrowed(records.get("find_quants"), nid)
     return "\n".join(lines)
 
 
@@ -66,6 +67,17 @@ def _match(record: Any, nid: str) -> list[str]:
     if reason is not None:
         return [f"match: none kept: {reason}"]
     return ["match: no pattern covers this node: it stays float"]
+
+
+def _narrowed(plan: Any, nid: str) -> list[str]:
+    """Observers kept at 7 bits for a 16-bit kernel: on the value observed and on its reader."""
+    out = []
+    for v, (reader, why) in getattr(plan, "narrowed", {}).items():
+        if v == nid:
+            out.append(f"find_quants: observer kept at 7 bits (reduce_range) for %{reader}: {why}")
+        if reader == nid:
+            out.append(f"find_quants: its input's observer (%{v}'s) kept at 7 bits (reduce_range): {why}")
+    return out
 
 
 def _observers(record: Any, nid: str) -> list[str]:
