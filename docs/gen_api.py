@@ -55,6 +55,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "purequant.stages.find_matches.find_matches",
         "purequant.prepare_stages.match_patterns",
         "purequant.stages.find_quants.find_quants",
+        "purequant.prepare_stages.plan_quants",
         "purequant.stages.insert_observers.insert_observers",
         "purequant.stages.lower.lower",
         "purequant.stages.fold_weights.fold_weights",
