@@ -13,24 +13,41 @@ activation observers), one calibration batch of 4 samples, one thread, warm, int
   dict as `calibrate` does: the per-batch cost of a long calibration loop.
 * torch.ao: `prepare_fx(model, get_default_qconfig_mapping("x86"), example)` forward.
 
-Then per observe call on activation-sized tensors: `torch.histc` against our histogram
-`observe` and torch.ao's `HistogramObserver` forward (all from a state that saw the tensor).
+Then per observe call on activation-sized tensors: `torch.histc`, our exact replacement
+(`purequant.observers.histc.histc`, when present), our histogram `observe` (memo dropped first,
+so the batch is binned) and torch.ao's `HistogramObserver` forward (all from a state that saw
+the tensor).
+
+Every call is timed twice: wall clock (perf_counter, the house figure) and the thread's CPU time
+(thread_time), which does not count time the shared machine gives to other processes; both
+tables are ratios of medians from the same interleaved rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 import warnings
 
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import cell, interleaved, machine  # noqa: E402
+from common import machine  # noqa: E402
 
 import purequant  # noqa: E402
 from purequant.models import ZOO  # noqa: E402
 from purequant.observers import ObserverSpec, init_stats, observe  # noqa: E402
+
+try:  # absent before the exact histc: the same script then measures the old code
+    from purequant.observers.histc import histc as exact_histc
+    from purequant.observers.lastfold import forget
+except ImportError:
+    exact_histc = None
+
+    def forget():
+        return None
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
@@ -39,6 +56,29 @@ MODELS = ("resnet18", "mobilenet_v2", "bert")
 # Activation shapes seen in the zoo at batch 4: MobileNetV2's widest map, ResNet-18's stage-1
 # map, its stage-4 map, and a BERT-style hidden state.
 SHAPES = ((4, 96, 112, 112), (4, 64, 56, 56), (4, 512, 7, 7), (4, 128, 256))
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def timed(fns, rounds, warmup=2):
+    """{clock: {name: {median, min, max}}}: each callable run `rounds` times, interleaved."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples = {c: {k: [] for k in fns} for c in CLOCKS}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.thread_time()
+            fn()
+            samples["wall"][k].append(time.perf_counter() - w0)
+            samples["cpu"][k].append(time.thread_time() - c0)
+    return {c: {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in per.items()}
+            for c, per in samples.items()}
+
+
+def ms(m):
+    return f"{m['median'] * 1e3:.1f} ms ({m['min'] * 1e3:.1f}-{m['max'] * 1e3:.1f})"
 
 
 def torch_ao_prepare(model, example):
@@ -61,35 +101,39 @@ class _Keeper:
         return value
 
 
-def model_row(name, rounds):
+def model_rows(name, rounds):
+    """{clock: table row} for one zoo model."""
     entry = ZOO[name]
     model, example = entry.build().eval(), entry.example_inputs()
     batch = next(iter(entry.calibration_batches(1)))
     batch = batch if isinstance(batch, tuple) else (batch,)
     warm = purequant.calibrate(purequant.prepare(model, None, example), [batch])
-    keeper = _Keeper(warm.stats)
-    ours_gm = warm.observed_module(keeper)
+    ours_gm = warm.observed_module(_Keeper(warm.stats))
     theirs = torch_ao_prepare(model, example)
     with torch.no_grad():
-        t = interleaved(
+        t = timed(
             {
                 "float": lambda: model(*batch),
                 "calibrate": lambda: purequant.calibrate(warm, [batch]),
                 "forward": lambda: ours_gm(*batch),
                 "torch.ao": lambda: theirs(*batch),
             },
-            rounds=rounds,
-            warmup=2,
+            rounds,
         )
-    f = t["float"]["median"]
+    rows = {}
+    for clock, c in t.items():
+        f = c["float"]["median"]
 
-    def ratio(k):
-        return f"{t[k]['median'] / f:.2f}x ({t[k]['min'] / f:.2f}-{t[k]['max'] / f:.2f})"
+        def ratio(k, c=c, f=f):
+            return f"{c[k]['median'] / f:.2f}x ({c[k]['min'] / f:.2f}-{c[k]['max'] / f:.2f})"
 
-    return f"| {name} | {cell(t['float'])} | {ratio('calibrate')} | {ratio('forward')} | {ratio('torch.ao')} |"
+        rows[clock] = (f"| {name} | {ms(c['float'])} | {ratio('calibrate')} | {ratio('forward')} | "
+                       f"{ratio('torch.ao')} |")
+    return rows
 
 
-def observe_row(shape, rounds):
+def observe_rows(shape, rounds):
+    """{clock: table row} for one activation shape."""
     from torch.ao.quantization.observer import HistogramObserver
 
     x = torch.randn(*shape).relu_() if len(shape) == 4 else torch.randn(*shape)
@@ -99,21 +143,19 @@ def observe_row(shape, rounds):
     stats = observe(spec, init_stats(spec), x)
     ao = HistogramObserver(reduce_range=True)
     ao(x)
-    t = interleaved(
-        {
-            "histc": lambda: torch.histc(x, 2048, min=lo, max=hi),
-            "observe": lambda: observe(spec, stats, x),
-            "torch.ao": lambda: ao(x),
-        },
-        rounds=rounds,
-        warmup=2,
-    )
+    fns = {"torch.histc": lambda: torch.histc(x, 2048, min=lo, max=hi)}
+    if exact_histc is not None:
+        fns["exact histc"] = lambda: exact_histc(x, 2048, lo, hi)
+    fns["observe"] = lambda: (forget(), observe(spec, stats, x))
+    fns["torch.ao"] = lambda: ao(x)
+    t = timed(fns, rounds)
     n = x.numel()
-
-    def per(k):
-        return f"{cell(t[k])}, {t[k]['median'] * 1e9 / n:.1f} ns/elt"
-
-    return f"| {'x'.join(map(str, shape))} | {per('histc')} | {per('observe')} | {per('torch.ao')} |"
+    rows = {}
+    for clock, c in t.items():
+        cells = [f"{c[k]['median'] * 1e3:.2f} ms, {c[k]['median'] * 1e9 / n:.1f} ns/elt"
+                 if k in c else "n/a" for k in ("torch.histc", "exact histc", "observe", "torch.ao")]
+        rows[clock] = f"| {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |"
+    return rows
 
 
 def main() -> None:
@@ -123,16 +165,18 @@ def main() -> None:
     args = ap.parse_args()
     rounds = 5 if args.quick else 11
     print(f"Machine: {machine()}\n")
-    print("### calibration per batch (4 samples), as a ratio to the float forward; median (min-max)\n")
-    print("| model | float forward | purequant calibrate | purequant observed forward | torch.ao |")
-    print("|---|---|---|---|---|")
-    for name in args.models.split(","):
-        print(model_row(name, rounds), flush=True)
-    print("\n### histogram observe per call, 2048 bins; median (min-max)\n")
-    print("| activation | torch.histc | purequant observe | torch.ao HistogramObserver |")
-    print("|---|---|---|---|")
-    for shape in SHAPES:
-        print(observe_row(shape, rounds), flush=True)
+    rows = [model_rows(name, rounds) for name in args.models.split(",")]
+    for clock in CLOCKS:
+        print(f"### calibration per batch (4 samples) / float forward, {clock} clock; median (min-max)\n")
+        print("| model | float forward | purequant calibrate | purequant observed forward | torch.ao |")
+        print("|---|---|---|---|---|")
+        print("\n".join(r[clock] for r in rows) + "\n")
+    rows = [observe_rows(shape, rounds) for shape in SHAPES]
+    for clock in CLOCKS:
+        print(f"### histogram per call, 2048 bins, {clock} clock; median\n")
+        print("| activation | torch.histc | purequant histc | purequant observe | torch.ao HistogramObserver |")
+        print("|---|---|---|---|---|")
+        print("\n".join(r[clock] for r in rows) + "\n")
 
 
 if __name__ == "__main__":

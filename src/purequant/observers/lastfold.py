@@ -39,6 +39,7 @@ _LOCAL = threading.local()
 # Derived counts are sums of bins: exact in float32 up to 2**24, histc's own counting limit.
 _EXACT_COUNT = 2**24
 _SAMPLE = 64
+_GLANCE = 8
 
 
 class _Last:
@@ -112,18 +113,30 @@ def clamped(stats: object, x: torch.Tensor, state_lo: float, state_hi: float,
     if (last is None or plan is None or x.numel() > _EXACT_COUNT or x.shape != last.tensor.shape
             or not (x.is_contiguous() and last.tensor.is_contiguous())):
         return None
-    held, flat = last.tensor.view(-1), x.view(-1)
-    step = max(1, flat.numel() // _SAMPLE)
-    bounds = _sampled_bounds(flat[::step].numpy(), held[::step].numpy(), last.lo, last.hi)
+    # numpy views: slicing them costs ~0.3 us against ~2 us for a torch slice.
+    ys, xs = x.numpy().reshape(-1), last.tensor.numpy().reshape(-1)
+    if not _clamp_like(ys[:_GLANCE].tolist(), xs[:_GLANCE].tolist()):
+        return None
+    step = max(1, ys.size // _SAMPLE)
+    bounds = _sampled_bounds(ys[::step], xs[::step], last.lo, last.hi)
     if bounds is None:
         return None
     low, high = bounds
     lo, hi = min(max(last.lo, low), high), min(max(last.hi, low), high)
     if not (state_lo <= lo and hi <= state_hi):
         return None
-    if not np.array_equal(flat.numpy(), held.clamp(low, high).numpy()):
+    if not np.array_equal(ys, last.tensor.clamp(low, high).numpy().reshape(-1)):
         return None
     return _collapse(last.update, bin_position(lo, bins, plan), bin_position(hi, bins, plan)), lo, hi
+
+
+def _clamp_like(ys: list[float], xs: list[float]) -> bool:
+    """Whether ys == clamp(xs, low, high) is possible: all raised values equal, all lowered ones
+    equal. In plain Python on a few elements (~3 us), it turns away other ops (a scaling, an add)
+    before numpy's ~30 us sample check."""
+    raised = {y for y, x in zip(ys, xs) if y > x}
+    lowered = {y for y, x in zip(ys, xs) if y < x}
+    return len(raised) <= 1 and len(lowered) <= 1
 
 
 def _sampled_bounds(ys: np.ndarray, xs: np.ndarray, lo: float, hi: float) -> tuple[float, float] | None:
