@@ -7,12 +7,13 @@ O(n) pass. A builder is local to the stage that made it and must never escape it
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from pyrsistent import pmap
 
 from ..errors import GraphError
-from .graph import GAP, Graph
+from .graph import GAP, TABLES, Graph
 from .names import next_free, sanitize, split_id
 from .node import ID_RE, Node, Ref, is_valid_op
 
@@ -90,15 +91,20 @@ class GraphBuilder:
         for nid in order:
             for i in nodes[nid].input_ids():
                 users[i].append(nid)
-        prev = {order[k]: order[k - 1] for k in range(1, len(order))}
-        nxt = {order[k]: order[k + 1] for k in range(len(order) - 1)}
-        return Graph(
-            pmap(nodes),
-            pmap({k: tuple(v) for k, v in users.items()}),
-            pmap(prev),
-            pmap(nxt),
-            pmap({nid: (k + 1) * GAP for k, nid in enumerate(order)}),
+        users_t = {k: tuple(v) for k, v in users.items()}
+        prev = dict(zip(order[1:], order))
+        nxt = dict(zip(order, order[1:]))
+        pos = {nid: (k + 1) * GAP for k, nid in enumerate(order)}
+        graph = Graph(
+            pmap(nodes), pmap(users_t), pmap(prev), pmap(nxt), pmap(pos),
             order[0] if order else None,
             order[-1] if order else None,
             pmap(self._counters),
         )
+        # The order and plain-dict tables are known here: seed the graph's caches with them
+        # instead of recomputing them from the persistent maps (Graph.ids, Graph.table). The
+        # dicts are not shared with anything that could change them: this builder is done.
+        tables: tuple[dict[str, Any], ...] = (nodes, users_t, prev, nxt, pos)
+        graph._cache.update({name + "_t": MappingProxyType(t) for name, t in zip(TABLES, tables)})
+        graph._cache["ids"] = tuple(order)
+        return graph

@@ -10,7 +10,7 @@ import hashlib
 
 from .graph import Graph
 from .node import ID_RE, Node, Ref
-from .text import print_graph
+from .text import format_node
 
 
 def canonicalize(graph: Graph) -> Graph:
@@ -46,8 +46,17 @@ def digest(graph: Graph, *, canonical: bool = True) -> str:
     found = graph._cache.get(key)
     if found is None:
         g = canonicalize(graph) if canonical else graph
-        text = print_graph(g, meta=False)
-        # Counters header is history, not content: digest only the node lines.
+        # The node lines of `print_graph(g, meta=False)`, without its counters header (history,
+        # not content); each line is remembered on its (immutable) node, see Node._line.
+        text = "\n".join(map(_line, g.node_list()))
         body = "\n".join(line for line in text.splitlines() if not line.startswith("#!"))
         found = graph._cache[key] = hashlib.sha256(body.encode()).hexdigest()
     return found
+
+
+def _line(node: Node) -> str:
+    line = node._line
+    if line is None:
+        line = format_node(node, meta=False)
+        object.__setattr__(node, "_line", line)
+    return line

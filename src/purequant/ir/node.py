@@ -80,6 +80,10 @@ class Node:
     # Derived once at construction: every index update and check reads it, and a node is
     # immutable, so computing it per query would only repeat work.
     _inputs: tuple = field(init=False, eq=False, hash=False, repr=False)
+    # The node's line in the text format without provenance, filled in by `digest` on first
+    # use. Most nodes of a stage's output are the very node objects of its input (persistent
+    # structure), so remembering the line makes digesting the output O(new nodes) formatting.
+    _line: str | None = field(default=None, init=False, eq=False, hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         out: list[str] = []
