@@ -9,14 +9,16 @@ histogram be read off x's, with no binning pass:
   encoder). Same elements, so the same counts over the same range. Recognised without reading
   the data: the same live storage, the same first element and element count, a dense layout,
   and an unchanged version counter (PyTorch bumps it on every in-place write through x or any
-  of its views, as autograd relies on).
+  of its views, as autograd relies on; like autograd, it cannot see writes that bypass
+  PyTorch, e.g. through a numpy array sharing the memory).
 * a clamp of x (ReLU, ReLU6, Hardtanh: nearly half of MobileNetV2's observed elements). If
   y == clamp(x, lo, hi) elementwise, with y's range inside the histogram's range,
   then, since histc's bin position is a non-decreasing function of the value, every bin below
   bin(lo) empties into bin(lo), every bin above bin(hi) into bin(hi), and the bins between keep
-  their counts. Checked, not assumed: 64 sampled elements first (rejects other ops at no cost),
-  then every element (numpy's compare, ~0.6 ns per element against ~3 ns to bin). The clamp
-  bounds come from the sample and y's range from x's, so y needs no min/max pass either.
+  their counts. Checked, not assumed: 8 elements in plain Python and 64 sampled ones first
+  (other ops are turned away in ~10 us), then every element (a clamp and numpy's compare,
+  ~1.3 ns per element against ~3.5 ns to bin). The clamp bounds come from the sample and y's
+  range from x's, so y needs no min/max pass either.
 
 The memo holds x itself (one tensor, so its storage cannot be reused under us) and the
 statistics object the fold produced: it only applies to an observe on exactly that object, so
