@@ -727,7 +727,7 @@ def test_unknown_backend_is_named():
     ("flags", "vnni"),
     [
         ({"avx2", "avx512f", "avx512_vnni"}, True),
-        ({"avx2", "avx_vnni"}, True),
+        ({"avx2", "avx_vnni"}, False),  # AVX-VNNI alone: x86 routes convs to fbgemm
         ({"avx2", "avx512f", "avx512bw"}, False),
         (set(), False),
     ],
@@ -740,10 +740,10 @@ def test_detect_vnni_from_flag_sets(flags, vnni):
 
 def test_read_cpu_flags_from_a_cpuinfo_file(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Fake\nflags\t\t: fpu sse2 avx2 avx_vnni\n\n")
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Fake\nflags\t\t: fpu sse2 avx2 avx512_vnni\n\n")
     flags, source = read_cpu_flags(str(cpuinfo))
-    assert "avx_vnni" in flags and source.endswith("cpuinfo flags")
-    assert detect_vnni(flags, source=source).reason == f"avx_vnni found in {source}"
+    assert "avx512_vnni" in flags and source.endswith("cpuinfo flags")
+    assert detect_vnni(flags, source=source).reason == f"avx512_vnni found in {source}"
 
 
 def _activation_reduce_ranges(spec: QConfigSpec) -> set[bool]:

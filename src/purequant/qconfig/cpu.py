@@ -24,8 +24,11 @@ from purequant.observers.spec import ObserverSpec
 from purequant.qconfig.defaults import default_qconfig_spec
 from purequant.qconfig.spec import QConfig, QConfigSpec
 
-# Linux /proc/cpuinfo flag names, which torch.cpu.get_capabilities() also uses as keys.
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+# Linux /proc/cpuinfo flag names, which torch.cpu.get_capabilities() also uses as keys. Only
+# AVX512-VNNI: torch 2.13's x86 engine routes convs to onednn (32-bit accumulation) on that
+# flag alone; on a CPU with AVX-VNNI but no AVX512-VNNI every conv goes to fbgemm, whose
+# kernels can saturate with full 8-bit activations. Untested there, so we stay conservative.
+VNNI_FLAGS = ("avx512_vnni",)
 
 
 @frozen
