@@ -9,9 +9,10 @@ activations, and none prepacks a per-channel transposed conv. Those are the firs
 
 A third was measured on depthwise convs (groups == channels) with 8-bit activations: fbgemm's
 depthwise kernel accumulates in 16 bits and saturates (outputs off by up to ~30 steps on
-uniform inputs), which 7-bit `reduce_range` activations avoid; the x86 engine hands some
-depthwise shapes (144 and 192 channels, MobileNetV2's) to that kernel. onednn and qnnpack are
-exact there.
+uniform inputs), which 7-bit `reduce_range` activations avoid; the x86 engine hands it every
+depthwise conv with more than 100 groups (or asymmetric weights): see
+`purequant.qconfig.cpu.depthwise_16bit`, which the CPU-aware default uses to keep exactly those
+inputs at 7 bits. onednn and qnnpack are exact there.
 """
 
 from __future__ import annotations
