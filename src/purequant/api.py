@@ -17,13 +17,15 @@ from typing import Any
 
 import attrs
 import torch
-from attrs import frozen
+from attrs import field, frozen
 from pyrsistent import PMap
 
 from .calibration import (
     OBSERVE,
     CalibrationStats,
+    ObserverHook,
     empty_stats,
+    hooked_observe,
     keyed_observers,
     merge_stats,
     run_observed,
@@ -61,6 +63,9 @@ class Prepared:
     state: PipelineState
     stage_records: tuple[StageRecord, ...]
     stats: CalibrationStats
+    # Derived from `state` only (which calibrate and with_stats keep), so values evolved from
+    # one another share it: the observed module is emitted once, not per calibration call.
+    _memo: dict = field(factory=dict, eq=False, repr=False)
 
     @property
     def graph(self) -> Graph:
@@ -100,6 +105,14 @@ class Prepared:
             callables={OBSERVE: observe, **self.traced.callables},
             class_name="ObservedModule",
         )
+
+    def calibration_module(self) -> tuple[torch.fx.GraphModule, ObserverHook]:
+        """The observed module calibration runs, emitted once and shared, with its hook."""
+        found = self._memo.get("calibration")
+        if found is None:
+            hook = ObserverHook()
+            found = self._memo["calibration"] = (self.observed_module(hooked_observe(hook)), hook)
+        return found
 
 
 def _identity_observer(value: Any, key: str) -> Any:
@@ -153,9 +166,7 @@ def prepare(
         concrete_args=custom.get("concrete_args"),
     )
     custom_types = tuple(object_type_key(t) for t in custom.get("custom_module_types", ()))
-    stages = prepare_stages(
-        spec, backend, custom_types, model.training
-    )
+    stages = prepare_stages(spec, backend, custom_types, model.training)
     state = PipelineState(traced.graph, traced.params, traced.modules)
     with paused_gc():
         state, records = run(stages, state, instruments=_instruments(dump_dir))
@@ -169,7 +180,8 @@ def calibrate(prepared: Prepared, batches: Iterable[Any], *, progress: bool = Fa
     The old value and the user's model are unchanged. O(batches * forward).
     """
     bar = _progress_bar() if progress else None
-    stats = run_observed(_module_for(prepared), prepared.stats, batches, _where(prepared), bar)
+    module, hook = prepared.calibration_module()
+    stats = run_observed(module, hook, prepared.stats, batches, _where(prepared), bar)
     if bar is not None:
         bar(None)
     return attrs.evolve(prepared, stats=stats)
@@ -178,11 +190,8 @@ def calibrate(prepared: Prepared, batches: Iterable[Any], *, progress: bool = Fa
 def observe_batch(prepared: Prepared, batch: Any) -> CalibrationStats:
     """Statistics of one batch alone, for callers who shard calibration themselves."""
     start = empty_stats(prepared.stats.specs)
-    return run_observed(_module_for(prepared), start, [batch], _where(prepared))
-
-
-def _module_for(prepared: Prepared):
-    return lambda collector: prepared.observed_module(collector)
+    module, hook = prepared.calibration_module()
+    return run_observed(module, hook, start, [batch], _where(prepared))
 
 
 def _where(prepared: Prepared) -> dict[str, str]:

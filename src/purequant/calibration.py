@@ -10,7 +10,9 @@ map (the user's tensors, read-only) and its own observer-free forward.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -81,7 +83,9 @@ def keyed_observers(graph: Graph, shares: Mapping[str, str] | None = None) -> Gr
         b.add(node)
         owner = shares.get(node.id)
         if owner is not None and node.op != "output":
-            b.emit("call_function", OBSERVE, (Ref(node.id),), {"key": owner}, prefix=node.id + "_tap")
+            b.emit(
+                "call_function", OBSERVE, (Ref(node.id),), {"key": owner}, prefix=node.id + "_tap"
+            )
     return b.finish()
 
 
@@ -122,8 +126,46 @@ class _Collector:
         return value
 
 
+class ObserverHook:
+    """Where a reusable observed module sends its observations: to the collector bound to the
+    calling thread for the current run, or nowhere (identity) when none is.
+
+    The observed module is emitted once per Prepared and reused by every calibration run
+    (emitting costs up to ~0.8x of a forward per call on BERT); the hook is how each run plugs
+    its own collector in. Per thread, so concurrent runs on one Prepared cannot mix.
+    """
+
+    __slots__ = ("_local",)
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __call__(self, value: Any, key: str) -> Any:
+        collector = getattr(self._local, "collector", None)
+        return value if collector is None else collector(value, key)
+
+    @contextmanager
+    def bound(self, collector: Any) -> Iterator[None]:
+        before = getattr(self._local, "collector", None)
+        self._local.collector = collector
+        try:
+            yield
+        finally:
+            self._local.collector = before
+
+
+def hooked_observe(hook: ObserverHook) -> Any:
+    """A named function (fx's codegen wants one) forwarding observations to `hook`."""
+
+    def purequant_observe(value: Any, key: str) -> Any:
+        return hook(value, key)
+
+    return purequant_observe
+
+
 def run_observed(
-    module_for: Any,
+    module: Any,
+    hook: ObserverHook,
     start: CalibrationStats,
     batches: Iterable[Any],
     where: Mapping[str, str],
@@ -131,21 +173,17 @@ def run_observed(
 ) -> CalibrationStats:
     """Run `batches` through the observed module, folding observations onto `start`.
 
-    `module_for(collector)` builds the GraphModule with `purequant.observe` bound to the
-    collector. Observation is sequential (moving averages depend on order). O(batches * graph).
+    `module` is the observed GraphModule whose `purequant.observe` nodes call `hook`; this run
+    binds its own collector to the hook. Observation is sequential (moving averages depend on
+    order). O(batches * graph).
     """
     collector = _Collector(start, where)
-
-    def purequant_observe(value: Any, key: str) -> Any:  # fx's codegen wants a named function
-        return collector(value, key)
-
-    gm = module_for(purequant_observe)
     count = start.batches
     try:
-        with torch.no_grad():
+        with torch.no_grad(), hook.bound(collector):
             for batch in batches:
                 args = batch if isinstance(batch, tuple) else (batch,)
-                gm(*args)
+                module(*args)
                 count += 1
                 if progress is not None:
                     progress(count)
