@@ -7,19 +7,20 @@ entries, `<conv path>.weight_fused`); training-mode batch norm is kept inside a 
 module (`purequant.nn.ConvBn2d`). A trailing relu turns the result into `purequant.nn.ConvReLU2d`
 or `LinearReLU`. The fused node keeps the root's id and module path; the bn and relu nodes
 disappear and their readers read the fused node. Patterns and their priority are the table in
-`_fuse_patterns.PATTERNS`; the folding arithmetic is `_fuse_fold.fold_bn`.
+`_fuse_patterns.PATTERNS`; the folding arithmetic is `_fuse_fold.fold_bn_many`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import torch
 from attrs import frozen
 from pyrsistent import PMap
 
 from ..ir import Graph, ModuleSpec, Ref, paused_gc
-from ._fuse_fold import fold_bn
+from ._fuse_fold import FoldJob, fold_bn_many
 from ._fuse_patterns import (
     PATTERNS,
     Candidate,
@@ -107,7 +108,11 @@ def _fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap,
         return graph, params, modules, FuseRecord(skipped=skipped)
     chains = [_module_paths(graph, cand) for cand in found]
     new_params, new_modules = params.evolver(), modules.evolver()
-    fusions = tuple(_apply(graph, new_params, new_modules, modules, cand) for cand in found)
+    plans = [_plan(graph, modules, params, cand) for cand in found]
+    # All folds at once (fold_bn_many: bit-identical, far fewer small torch calls), then the
+    # writes in candidate order, so fresh param names come out as they did one by one.
+    folded = iter(fold_bn_many([plan.job for plan in plans if plan.job is not None]))
+    fusions = tuple(_apply(new_params, new_modules, plan, folded) for plan in plans)
     new_graph = _rewrite(graph, fusions)
     dropped_m, dropped_p = _drop_unread(new_graph, new_params, new_modules, modules, chains)
     record = FuseRecord(fusions, skipped, dropped_m, dropped_p)
@@ -136,24 +141,42 @@ def _find(graph: Graph, modules: PMap, params: PMap) -> tuple[list[Candidate], t
     return found, tuple(skipped)
 
 
-def _apply(graph: Graph, params, modules, original: PMap, cand: Candidate) -> Fusion:
-    """The fused spec (and folded tensors) of one chain, written into the `params`/`modules`
-    evolvers: transients of this call, only their persistent() results leave it."""
+@frozen(eq=False)
+class _Plan:
+    """What one candidate becomes, decided before any write: the fused spec's type, its root's
+    spec and path, and the fold to compute (None without an eval-mode bn)."""
+
+    cand: Candidate
+    path: str
+    spec: ModuleSpec
+    new_type: str
+    new_spec: ModuleSpec | None  # known up front unless a fold decides the param paths
+    job: FoldJob | None
+
+
+def _plan(graph: Graph, original: PMap, params: PMap, cand: Candidate) -> _Plan:
     pattern, root = cand.pattern, graph.node(cand.nodes[0])
     spec: ModuleSpec = original[root.target]
     training = is_training(cand, graph, original)
     new_type = pattern.train_type if training else pattern.eval_type
-    created: tuple[str, ...] = ()
     if pattern.bn is None:
-        new_spec = ModuleSpec(new_type, spec.attrs, spec.params)
-    else:
-        bn = original[graph.node(cand.nodes[1]).target]
-        if training:
-            new_spec = _with_bn(spec, bn, new_type)
-        else:
-            new_spec, created = _fold(spec, bn, pattern, new_type, root.target, params)
-    modules[root.target] = new_spec
-    return Fusion(pattern.name, cand.nodes, root.id, new_type, created)
+        return _Plan(cand, root.target, spec, new_type, ModuleSpec(new_type, spec.attrs, spec.params), None)
+    bn = original[graph.node(cand.nodes[1]).target]
+    if training:
+        return _Plan(cand, root.target, spec, new_type, _with_bn(spec, bn, new_type), None)
+    return _Plan(cand, root.target, spec, new_type, None, _fold_job(spec, bn, pattern, params))
+
+
+def _apply(params, modules, plan: _Plan, folded: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Fusion:
+    """Write one planned fusion (and its folded tensors, the next of `folded`) into the
+    `params`/`modules` evolvers: transients of this call, only their persistent() results
+    leave it."""
+    created: tuple[str, ...] = ()
+    new_spec = plan.new_spec
+    if new_spec is None:
+        new_spec, created = _store_fold(plan, next(folded), params)
+    modules[plan.path] = new_spec
+    return Fusion(plan.cand.pattern.name, plan.cand.nodes, plan.cand.nodes[0], plan.new_type, created)
 
 
 def _rewrite(graph: Graph, fusions: tuple[Fusion, ...]) -> Graph:
@@ -183,23 +206,24 @@ def _with_bn(spec: ModuleSpec, bn: ModuleSpec, new_type: str) -> ModuleSpec:
     return ModuleSpec(new_type, attrs, names)
 
 
-def _fold(
-    spec: ModuleSpec, bn: ModuleSpec, pattern: FusePattern, new_type: str, path: str, params
-) -> tuple[ModuleSpec, tuple[str, str]]:
-    """Fold `bn` into the root's weight and bias, stored under fresh paths in `params`."""
+def _fold_job(spec: ModuleSpec, bn: ModuleSpec, pattern: FusePattern, params: PMap) -> FoldJob:
+    """The tensors folding `bn` into the root reads (StageError if params lacks one)."""
     bias_path = spec.param("bias")
-    weight, bias = tensor(params, spec.param("weight")), None
-    if bias_path is not None:
-        bias = tensor(params, bias_path)
+    weight = tensor(params, spec.param("weight"))
+    bias = tensor(params, bias_path) if bias_path is not None else None
     stats = {k: tensor(params, bn.param(k)) if bn.param(k) is not None else None for k in _BN_TENSORS}
-    new_w, new_b = fold_bn(weight, bias, stats, bn.attr("eps"), layout=pattern.layout,
-                           groups=spec.attr("groups", 1))
-    w_path = _fresh(params, _join(path, "weight_fused"))
+    return FoldJob(weight, bias, stats, bn.attr("eps"), pattern.layout, spec.attr("groups", 1))
+
+
+def _store_fold(plan: _Plan, folded: tuple[torch.Tensor, torch.Tensor], params) -> tuple[ModuleSpec, tuple[str, str]]:
+    """Store a fold's weight and bias under fresh paths in `params`; the spec reading them."""
+    new_w, new_b = folded
+    w_path = _fresh(params, _join(plan.path, "weight_fused"))
     params[w_path] = new_w
-    b_path = _fresh(params, _join(path, "bias_fused"))
+    b_path = _fresh(params, _join(plan.path, "bias_fused"))
     params[b_path] = new_b
-    names = spec.params.set("weight", w_path).set("bias", b_path)
-    return ModuleSpec(new_type, spec.attrs, names), (w_path, b_path)
+    names = plan.spec.params.set("weight", w_path).set("bias", b_path)
+    return ModuleSpec(plan.new_type, plan.spec.attrs, names), (w_path, b_path)
 
 
 def _drop_unread(graph: Graph, params, modules, original: PMap, chains: list[tuple[str, ...]]):
