@@ -73,7 +73,8 @@ def format_node(node: Node, *, meta: bool = True) -> str:
     """One node as a line of the text format."""
     target = node.target if _PLAIN_TARGET.match(node.target) else repr(node.target)
     items = [format_value(a) for a in node.args]
-    items += [f"{k}={format_value(node.kwargs[k])}" for k in sorted(node.kwargs)]
+    if node.kwargs:  # most nodes have none; sorting an empty PMap still walks its buckets
+        items += [f"{k}={format_value(node.kwargs[k])}" for k in sorted(node.kwargs)]
     line = f"%{node.id} = {node.op} {target}({', '.join(items)})"
     if meta and node.meta:
         line += "  # " + ", ".join(f"{k}={format_value(node.meta[k])}" for k in sorted(node.meta))

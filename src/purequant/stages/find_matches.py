@@ -100,8 +100,8 @@ def find_matches(
 
 def _find(graph: Graph, modules, table: PatternTable, qconfig_map, custom: frozenset[str]) -> MatchResult:
     # Plain dicts for the lookups made several times per node (persistent maps cost ~1 us per
-    # lookup in pure Python); the users index and positions are read rarely and stay as is.
-    view = _View(dict(zip(graph.ids(), graph.node_list())), graph.users_map, graph.pos)
+    # lookup in pure Python): the graph's tables, free when a GraphBuilder made the graph.
+    view = _View(graph.table("nodes"), graph.table("users_map"), graph.table("pos"))
     ctx = _Ctx(view, _as_dict(modules), _as_dict(qconfig_map), custom, _tensor_free(graph))
     matches: dict[str, Match] = {}
     skipped: dict[str, str] = {}

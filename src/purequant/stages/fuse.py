@@ -13,7 +13,8 @@ disappear and their readers read the fused node. Patterns and their priority are
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 
 import torch
 from attrs import frozen
@@ -103,23 +104,30 @@ def fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap, 
 
 
 def _fuse(graph: Graph, params: PMap, modules: PMap) -> tuple[Graph, PMap, PMap, FuseRecord]:
-    found, skipped = _find(graph, modules, params)
+    # Reads go to plain-dict snapshots (a PMap lookup is pure Python, ~30x a dict's); writes
+    # go to evolvers of the persistent maps, so the results share structure with the inputs.
+    mods, prms = _snapshot(modules), _snapshot(params)
+    found, skipped = _find(graph, mods, prms)
     if not found:
         return graph, params, modules, FuseRecord(skipped=skipped)
     chains = [_module_paths(graph, cand) for cand in found]
     new_params, new_modules = params.evolver(), modules.evolver()
-    plans = [_plan(graph, modules, params, cand) for cand in found]
+    plans = [_plan(graph, mods, prms, cand) for cand in found]
     # All folds at once (fold_bn_many: bit-identical, far fewer small torch calls), then the
     # writes in candidate order, so fresh param names come out as they did one by one.
     folded = iter(fold_bn_many([plan.job for plan in plans if plan.job is not None]))
     fusions = tuple(_apply(new_params, new_modules, plan, folded) for plan in plans)
     new_graph = _rewrite(graph, fusions)
-    dropped_m, dropped_p = _drop_unread(new_graph, new_params, new_modules, modules, chains)
+    dropped_m, dropped_p = _drop_unread(new_graph, new_params, new_modules, mods, chains)
     record = FuseRecord(fusions, skipped, dropped_m, dropped_p)
     return new_graph, new_params.persistent(), new_modules.persistent(), record
 
 
-def _find(graph: Graph, modules: PMap, params: PMap) -> tuple[list[Candidate], tuple[Skip, ...]]:
+def _snapshot(table: PMap) -> Mapping:
+    return MappingProxyType(dict(table.items()))
+
+
+def _find(graph: Graph, modules: Mapping, params: Mapping) -> tuple[list[Candidate], tuple[Skip, ...]]:
     """Candidates that fuse (at most one per root, first in table order) and the skips."""
     calls = Counter(n.target for n in graph.node_list() if n.op == "call_module")
     found: list[Candidate] = []
@@ -154,7 +162,7 @@ class _Plan:
     job: FoldJob | None
 
 
-def _plan(graph: Graph, original: PMap, params: PMap, cand: Candidate) -> _Plan:
+def _plan(graph: Graph, original: Mapping, params: Mapping, cand: Candidate) -> _Plan:
     pattern, root = cand.pattern, graph.node(cand.nodes[0])
     spec: ModuleSpec = original[root.target]
     training = is_training(cand, graph, original)
@@ -195,7 +203,9 @@ def _rewrite(graph: Graph, fusions: tuple[Fusion, ...]) -> Graph:
         if fusion is not None:
             typed = {"type": fusion.module_type} if "type" in node.meta else {}
             node = node.with_meta(fused=fusion.nodes, **typed)
-        b.add(node.map_refs(lambda i: to_root.get(i) or Ref(i)))
+        if not to_root.keys().isdisjoint(node.input_ids()):  # else map_refs returns the node
+            node = node.map_refs(lambda i: to_root.get(i) or Ref(i))
+        b.add(node)
     return b.finish()
 
 
@@ -206,7 +216,7 @@ def _with_bn(spec: ModuleSpec, bn: ModuleSpec, new_type: str) -> ModuleSpec:
     return ModuleSpec(new_type, attrs, names)
 
 
-def _fold_job(spec: ModuleSpec, bn: ModuleSpec, pattern: FusePattern, params: PMap) -> FoldJob:
+def _fold_job(spec: ModuleSpec, bn: ModuleSpec, pattern: FusePattern, params: Mapping) -> FoldJob:
     """The tensors folding `bn` into the root reads (StageError if params lacks one)."""
     bias_path = spec.param("bias")
     weight = tensor(params, spec.param("weight"))
@@ -226,7 +236,7 @@ def _store_fold(plan: _Plan, folded: tuple[torch.Tensor, torch.Tensor], params) 
     return ModuleSpec(plan.new_type, plan.spec.attrs, names), (w_path, b_path)
 
 
-def _drop_unread(graph: Graph, params, modules, original: PMap, chains: list[tuple[str, ...]]):
+def _drop_unread(graph: Graph, params, modules, original: Mapping, chains: list[tuple[str, ...]]):
     """Remove the bn/relu specs no node calls and the params nothing reads any more.
 
     `chains` holds the module paths each fusion involved, root first. Only what the fusions
@@ -240,7 +250,9 @@ def _drop_unread(graph: Graph, params, modules, original: PMap, chains: list[tup
     old_paths = {p for m in touched for p in original[m].params.values()}
     for path in dropped_m:
         del modules[path]
-    read = {p for spec in modules.persistent().values() for p in spec.params.values()}
+    read: set[str | None] = set()
+    for spec in _snapshot(modules.persistent()).values():
+        read.update(spec.params.itervalues())  # the values, without building a view per spec
     dropped_p = sorted(p for p in old_paths - read if p is not None and p in params and not _read(p, attrs))
     for path in dropped_p:
         del params[path]
