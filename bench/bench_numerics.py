@@ -138,10 +138,27 @@ def sizes(float_model, ours, theirs) -> dict:
 
 
 # ---------------------------------------------------------------------------------- memory
-def _steps(tool: str, c: R.Case):
+def _phases(tool: str, c: R.Case) -> list:
+    """prepare, calibrate, convert of one tool as three thunks, each taking the last's result."""
+    import purequant
+
+    def calibrate_ao(p):
+        with torch.no_grad():
+            for b in c.calibration:
+                p(*b)
+        return p
+
     if tool == "ours":
-        return R.ours_quantized(c)
-    return R.ao_quantized(c)
+        return [lambda _: R.ours_prepare(c),
+                lambda p: p if c.dynamic else purequant.calibrate(p, c.calibration), purequant.convert]
+    return [lambda _: R.ao_prepare(c), lambda p: p if c.dynamic else calibrate_ao(p), R.ao_convert]
+
+
+def _steps(tool: str, c: R.Case):
+    value = None
+    for phase in _phases(tool, c):
+        value = phase(value)
+    return value
 
 
 def _status_kib(field: str) -> int:
@@ -160,29 +177,34 @@ def _reset_peak() -> bool:
 
 
 def memory(tool: str, name: str, fallback: bool) -> dict:
-    """Peak RSS above the starting RSS, and peak traced Python allocations, of one quantization.
+    """Peak RSS of each phase above the RSS before prepare, and peak traced Python allocations.
 
-    The high-water mark (VmHWM) is reset just before the steps, so it measures their own peak;
-    where it cannot be reset, the figure is a lower bound (`exact` False) if an earlier peak
-    stayed above it.
+    The high-water mark (VmHWM) is reset at the start of each phase, so each phase's peak is its
+    own (with what earlier phases left alive); where it cannot be reset the figure is a lower
+    bound (`exact` False) whenever an earlier peak stayed above it.
     """
     torch.set_num_threads(1)
     _steps(tool, R.case("digits"))  # warm-up: imports, caches, first-call work
     c = R.with_fallback(R.case(name)) if fallback else R.case(name)
     gc.collect()
-    reset = _reset_peak()
-    before, hwm_before = _status_kib("VmRSS"), _status_kib("VmHWM")
-    q = _steps(tool, c)
-    hwm_after = _status_kib("VmHWM")
-    del q
+    before, peaks, exact, value = _status_kib("VmRSS"), [], True, None
+    for phase in _phases(tool, c):
+        reset = _reset_peak()
+        hwm_before = _status_kib("VmHWM")
+        value = phase(value)
+        hwm = _status_kib("VmHWM")
+        peaks.append(max(0, hwm - before) * 1024)
+        exact = exact and (reset or hwm > hwm_before)
+    retained = max(0, _status_kib("VmRSS") - before) * 1024
+    del value
     gc.collect()
     tracemalloc.start()
     _steps(tool, c)
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"label": c.label, "rss_before": before * 1024,
-            "peak_rss_increase": max(0, hwm_after - before) * 1024,
-            "exact": reset or hwm_after > hwm_before, "python_peak": traced_peak}
+    return {"label": c.label, "rss_before": before * 1024, "peak_rss_increase": max(peaks),
+            "phases": dict(zip(("prepare", "calibrate", "convert"), peaks)), "retained": retained,
+            "exact": exact, "python_peak": traced_peak}
 
 
 def main() -> None:

@@ -108,9 +108,9 @@ def options(argv: list[str] | None = None) -> tuple[Options, list[str], str | No
 
 
 def _chain_rounds(n: int, quick: bool) -> int:
-    if quick or n > 3000:
+    if quick or n > 10000:
         return 1
-    return 5 if n <= 1000 else 3
+    return 5 if n <= 1000 else 3 if n <= 3000 else 2
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -342,25 +342,47 @@ def section_calibration(opts: Options) -> str:
     except ImportError as ex:
         return "\n\n".join([*parts, f"_bench/bench_calibration.py has not landed yet ({ex}); "
                                     "this section is a placeholder._"])
-    names = [n for n in opts.pick(C.MODELS)]
     rounds = 5 if opts.quick else 11
-    model_rows = [C.model_row(n, rounds) for n in names]
-    shapes = C.SHAPES[-1:] if opts.quick else C.SHAPES
-    observe_rows = [C.observe_row(s, rounds) for s in shapes]
+    models, observes, obs_header = _calibration_rows(
+        C, opts.pick(C.MODELS), C.SHAPES[-1:] if opts.quick else C.SHAPES, rounds)
+    clocks = {"wall": "wall clock", "cpu": "CPU time of the thread"}
+    tables = []
+    for clock, rows in models.items():
+        tables.append(f"Per batch (4 samples) / float forward, {clocks.get(clock, clock)}; median (min-max):\n\n"
+                      "| model | float forward | purequant calibrate | purequant observed forward | torch.ao |\n"
+                      "|---|---|---|---|---|\n" + "\n".join(rows))
+    for clock, rows in observes.items():
+        tables.append(f"Histogram observe per call, 2048 bins, {clocks.get(clock, clock)}; median:\n\n"
+                      + obs_header + "\n" + "|---" * obs_header.count(" | ") + "|---|\n" + "\n".join(rows))
     return "\n\n".join([
         *parts,
-        _calibration_headline(model_rows),
-        "From `bench/bench_calibration.py` (its `model_row` and `observe_row`; see its docstring for "
-        f"the method): one calibration batch of 4 samples, CPU-aware default config for ours and "
-        f"`get_default_qconfig_mapping(\"x86\")` for torch.ao (histogram observers in both), "
-        f"{rounds} interleaved rounds, 1 thread. Cost per batch as a ratio to the float forward on "
-        "that batch, median (min-max).",
-        "| model | float forward | purequant calibrate | purequant observed forward | torch.ao |\n"
-        "|---|---|---|---|---|\n" + "\n".join(model_rows),
-        "Histogram observe per call, 2048 bins; median (min-max):",
-        "| activation | torch.histc | purequant observe | torch.ao HistogramObserver |\n"
-        "|---|---|---|---|\n" + "\n".join(observe_rows),
+        _calibration_headline(next(iter(models.values()), [])),
+        "From `bench/bench_calibration.py` (its row functions; see its docstring for the method): "
+        "one calibration batch of 4 samples, CPU-aware default config for ours and "
+        f"`get_default_qconfig_mapping(\"x86\")` for torch.ao (histogram observers in both), {rounds} "
+        "interleaved rounds, 1 thread. Cost per batch as a ratio to the float forward on that batch.",
+        *tables,
     ])
+
+
+def _calibration_rows(C, names: list[str], shapes, rounds: int) -> tuple[dict, dict, str]:
+    """bench_calibration's rows by clock, whichever of its two row APIs it has."""
+    models: dict[str, list[str]] = {}
+    observes: dict[str, list[str]] = {}
+    if hasattr(C, "model_rows"):  # {clock: row} per call
+        for name in names:
+            for clock, row in C.model_rows(name, rounds).items():
+                models.setdefault(clock, []).append(row)
+        for shape in shapes:
+            for clock, row in C.observe_rows(shape, rounds).items():
+                observes.setdefault(clock, []).append(row)
+        header = ("| activation | torch.histc | purequant histc | purequant observe | "
+                  "torch.ao HistogramObserver |")
+    else:  # one wall-clock row per call
+        models["wall"] = [C.model_row(name, rounds) for name in names]
+        observes["wall"] = [C.observe_row(shape, rounds) for shape in shapes]
+        header = "| activation | torch.histc | purequant observe | torch.ao HistogramObserver |"
+    return models, observes, header
 
 
 def _calibration_headline(rows: list[str]) -> str:
@@ -394,7 +416,7 @@ def section_latency(opts: Options) -> str:
         rows = []
         for r in got["rows"]:
             if "error" in r:
-                rows.append([r["label"], "-", r["error"], "-", "-", "-", "-", "-", "-"])
+                rows.append([r["label"], "-", r["error"], "-", "-", "-", "-", "-", "-", "-"])
                 continue
             t = {k: Stat.from_dict(v) for k, v in r["times"].items()}
             rows.append(_latency_row(r, t))
@@ -403,7 +425,7 @@ def section_latency(opts: Options) -> str:
                 slow.append(_profile_note(r, t, got["threads"]))
         parts.append(f"### {got['threads']} thread(s)\n\n" + table(
             ["model", "batch", "float ms", "ours ms", "torch.ao ms", "ours speed-up", "torch.ao speed-up",
-             "ours / torch.ao", "torch.ao eager dynamic ms"], rows))
+             "ours / torch.ao", "ratio of mins", "torch.ao eager dynamic ms"], rows))
     summary = "; ".join(
         f"{k} thread(s) geometric mean {geomean(v):.3f}, worst {max(v):.2f} "
         f"({sum(x > TARGET_LATENCY for x in v)} of {len(v)} rows above {TARGET_LATENCY})"
@@ -421,7 +443,9 @@ def section_latency(opts: Options) -> str:
         f"reference. Measured {pinned}; float, ours and torch.ao run interleaved under `no_grad` "
         f"after 3 warm-up calls, as many rounds as fit {opts.budget:.0f} s (at least 7). Cells: "
         "median (min-max) ms; speed-up = float / quantized medians; ours / torch.ao is the ratio "
-        f"of medians (target <= {TARGET_LATENCY}).",
+        f"of medians (target <= {TARGET_LATENCY}), and beside it the ratio of the minima, which "
+        "moves less when other jobs take a vCPU (two threads on two shared vCPUs are often "
+        "disturbed: compare the 2-thread float times with the 1-thread ones).",
         f"**Headline (latency):** ours / torch.ao: {summary or 'no rows'}.",
         *parts,
         notes_block(notes),
@@ -438,7 +462,7 @@ def _latency_row(r: dict, t: dict[str, Stat]) -> list[str]:
     eager = ms_cell(t["torch.ao eager"]) if "torch.ao eager" in t else "-"
     return [r["label"], str(r["batch"]), ms_cell(t["float"]), ms_cell(t["ours"]), ms_cell(t["torch.ao"]),
             f"{f / t['ours'].median:.2f}x", f"{f / t['torch.ao'].median:.2f}x",
-            f"**{t['ours'].median / t['torch.ao'].median:.2f}**", eager]
+            f"**{t['ours'].median / t['torch.ao'].median:.2f}**", f"{t['ours'].lo / t['torch.ao'].lo:.2f}", eager]
 
 
 def _profile_note(r: dict, t: dict[str, Stat], threads: int) -> str:
@@ -569,14 +593,20 @@ def section_size(opts: Options) -> str:
         table(["model", "float state_dict", "ours params", "ours file", "torch.ao params",
                "torch.ao state_dict", "params ours / torch.ao", "float / ours params"], rows),
         "### peak memory of prepare + calibrate + convert",
-        f"Measured {mem_how}, after a warm-up quantization of the digits CNN (imports, caches): "
-        "**peak RSS** is the kernel's resident-set high-water mark (VmHWM, reset through "
-        "/proc/self/clear_refs just before) above the resident set just before `prepare` (calibration on the same 8 batches of 4 included: convert needs it); **Python "
-        "peak** is tracemalloc's peak in a second pass of the same steps (Python objects only: "
-        "tensor storage is not traced). The model's own weights are resident before and not "
-        "counted; a `>=` marks a lower bound (the mark could not be reset and did not move).",
-        table(["model", "ours peak RSS", "torch.ao peak RSS", "ours / torch.ao", "ours Python peak",
-               "torch.ao Python peak"], mem_rows),
+        f"Measured {mem_how}, after a warm-up quantization of the digits CNN (imports, caches). "
+        "**peak RSS**: the kernel's resident-set high-water mark (VmHWM, reset through "
+        "/proc/self/clear_refs at the start of each phase) above the resident set just before "
+        "`prepare`; the bold figure is the largest over the three phases, each phase's in "
+        "parentheses (calibration on the same 8 batches of 4: convert needs it). **retained**: "
+        "resident set after convert, everything still alive (for ours the `Quantized` record on "
+        "the module keeps the `Prepared` value and the lowered graph's params). **Python peak**: "
+        "tracemalloc's peak in a second pass of the same steps (Python objects only: tensor "
+        "storage is not traced). The model's own weights are resident before and not counted; "
+        "memory freed by the warm-up is reused, so a small model can show 0; `>=` marks a lower "
+        "bound (the mark could not be reset and did not move).",
+        table(["model", "ours peak RSS (prepare / calibrate / convert)",
+               "torch.ao peak RSS (prepare / calibrate / convert)", "ours / torch.ao", "ours retained",
+               "torch.ao retained", "ours Python peak", "torch.ao Python peak"], mem_rows),
     ])
 
 
@@ -594,9 +624,11 @@ def memory_rows(opts: Options) -> tuple[list[list[str]], list[float]]:
         o, a = got["ours"], got["torch.ao"]
 
         def rss(g: dict) -> str:
-            return ("" if g["exact"] else ">= ") + fmt_bytes(g["peak_rss_increase"])
+            ph = " / ".join(fmt_bytes(v) for v in g["phases"].values())
+            return ("" if g["exact"] else ">= ") + f"**{fmt_bytes(g['peak_rss_increase'])}** ({ph})"
 
         rows.append([o["label"], rss(o), rss(a), f"{o['peak_rss_increase'] / max(a['peak_rss_increase'], 1):.2f}",
+                     fmt_bytes(o["retained"]), fmt_bytes(a["retained"]),
                      fmt_bytes(o["python_peak"]), fmt_bytes(a["python_peak"])])
         ratios.append(o["peak_rss_increase"] / max(a["peak_rss_increase"], 1))
     return rows, ratios

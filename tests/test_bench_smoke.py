@@ -22,7 +22,7 @@ HEADERS = (
     "| model | batch | float ms | ours ms | torch.ao ms | ours speed-up | torch.ao speed-up | ours / torch.ao |",
     "| model | kind | ours (torch.ao mapping) | ours default (CPU-aware) | torch.ao FX |",
     "| model | float state_dict | ours params | ours file | torch.ao params |",
-    "| model | ours peak RSS | torch.ao peak RSS | ours / torch.ao |",
+    "| model | ours peak RSS (prepare / calibrate / convert) | torch.ao peak RSS (prepare / calibrate / convert) |",
 )
 
 
