@@ -10,6 +10,8 @@ Differences from `torch.fx.Tracer`, all through its public override points:
 * `getattr`/`create_arg` find a parameter's path in a dict built once instead of scanning
   `named_parameters()` on every access (fx's scan is O(parameters) per access).
 * `call_module` notes the innermost module a tracing failure happened in, for the error message.
+* `path_of_module` remembers the module behind every path it hands out (`module_at`), so the
+  conversion finds a call_module target's module without walking the path again.
 * `is_leaf_module` also honours the user's `leaf_modules` (classes and paths).
 """
 
@@ -74,6 +76,7 @@ class CaptureTracer(torch.fx.Tracer):
     Attributes (filled by `trace`):
         provenance: fx node -> (scope path, scope module type or None, (file, line) or None).
         constants: name -> tensor for constants met while tracing (`_tensor_constant0`, ...).
+        module_at: path -> module, for every module path fx handed out while tracing.
         failed_in: (path, type) of the innermost module whose call raised, if tracing failed.
     """
 
@@ -84,6 +87,7 @@ class CaptureTracer(torch.fx.Tracer):
         self.provenance: dict[torch.fx.Node, tuple[str, type | None, tuple[str, int] | None]] = {}
         self.constants: dict[str, torch.Tensor] = {}
         self.failed_in: tuple[str, type] | None = None
+        self.module_at: dict[str, torch.nn.Module] = {}
         self._arg_scope: tuple[str, type | None] | None = None
         self._param_paths: dict[int, str] = {}
         self._buffer_paths: dict[int, str] = {}
@@ -102,6 +106,11 @@ class CaptureTracer(torch.fx.Tracer):
             or isinstance(m, self._leaf_types)
             or super().is_leaf_module(m, module_qualified_name)
         )
+
+    def path_of_module(self, mod: torch.nn.Module) -> str:
+        path = super().path_of_module(mod)
+        self.module_at[path] = mod  # fx names call_module targets by this path
+        return path
 
     def call_module(self, m: torch.nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
         try:
