@@ -171,11 +171,13 @@ def _global(spec: QConfigSpec) -> _Match | None:
 
 
 def _by_type(spec: QConfigSpec, key: str | None, what: str) -> _Match | None:
-    if key is None or key not in spec.object_type:
+    if key is None:
         return None
-    return _Match(
-        "object_type", key, spec.object_type[key], f"{what} {key} has an object_type entry"
-    )
+    try:  # one PMap probe instead of `in` then `[]` (an entry's value may be None)
+        qc = spec.object_type[key]
+    except KeyError:
+        return None
+    return _Match("object_type", key, qc, f"{what} {key} has an object_type entry")
 
 
 def _by_regex(spec: QConfigSpec, module_path: str) -> _Match | None:
@@ -187,6 +189,8 @@ def _by_regex(spec: QConfigSpec, module_path: str) -> _Match | None:
 
 
 def _by_name(spec: QConfigSpec, module_path: str) -> _Match | None:
+    if not spec.module_name:  # the usual case; each lookup below is a pure-Python PMap probe
+        return None
     path = module_path
     while path:  # the root ("") never matches a module_name entry, as in torch.ao
         if path in spec.module_name:
@@ -202,8 +206,10 @@ def _by_name(spec: QConfigSpec, module_path: str) -> _Match | None:
 
 
 def _by_order(spec: QConfigSpec, path: str, object_type: str, index: int | None) -> _Match | None:
+    if index is None or not spec.module_name_object_type_order:
+        return None
     key = (path, object_type, index)
-    if index is None or key not in spec.module_name_object_type_order:
+    if key not in spec.module_name_object_type_order:
         return None
     why = f"call #{index} of {object_type} in module {path!r} has a module_name_object_type_order entry"
     return _Match(
