@@ -85,7 +85,8 @@ def trace(
         raise TraceError(f"trace() takes a torch.nn.Module, got {type(model).__name__}")
     leaf_types, leaf_paths = split_leaves(model, leaf_modules)
     fx_graph, tracer = capture(model, leaf_types, leaf_paths, concrete_args)
-    traced = from_fx(model, fx_graph, tracer.provenance, tracer.constants, module_at=tracer.module_at)
+    traced = from_fx(model, fx_graph, tracer.provenance, tracer.constants, module_at=tracer.module_at,
+                     params=tracer.params_table)
     if example_inputs is not None:
         _check_inputs(traced, example_inputs)
     return traced
@@ -98,23 +99,27 @@ def from_fx(
     constants: dict[str, torch.Tensor],
     *,
     module_at: Mapping[str, torch.nn.Module] | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
 ) -> Traced:
     """Build a Traced from a graph torch.fx traced on `model` (reads `model` only).
 
     `module_at`: path -> module, as the CaptureTracer recorded them (optional): call_module
     targets are looked up there instead of by `get_submodule`, which walks the path with
     checked attribute reads (~14 µs for a path like `features.3.conv.1.0`; 2 ms of a
-    MobileNetV2 trace). A target it does not name falls back to `get_submodule`.
+    MobileNetV2 trace). A target it does not name falls back to `get_submodule`. `params`:
+    `params_table(model)` if the caller has it already (the CaptureTracer does); not modified.
 
     O(nodes + parameters): one pass for the targets, one for the conversion. The cyclic GC is
     paused meanwhile (allocation-heavy, cycle-free work; see `purequant.ir.paused_gc`).
     """
     with paused_gc():
-        return _from_fx(model, fx_graph, provenance, constants, module_at or {})
+        table = dict(params) if params is not None else params_table(model)
+        return _from_fx(model, fx_graph, provenance, constants, module_at or {}, table)
 
 
 def _from_fx(model: torch.nn.Module, fx_graph: torch.fx.Graph, provenance: Provenance,
-             constants: dict[str, torch.Tensor], module_at: Mapping[str, torch.nn.Module]) -> Traced:
+             constants: dict[str, torch.Tensor], module_at: Mapping[str, torch.nn.Module],
+             params: dict[str, torch.Tensor]) -> Traced:
     root_type = type_name(type(model))
     specs: dict[str, Any] = {}
     objects: dict[str, torch.nn.Module] = {}
@@ -127,7 +132,6 @@ def _from_fx(model: torch.nn.Module, fx_graph: torch.fx.Graph, provenance: Prove
             specs[node.target] = module_spec(module, node.target, interned)
         elif node.op == "get_attr":
             attr_targets.append(node.target)
-    params = params_table(model)
     params.update(constants)
     for path in attr_targets:
         if path not in params and path not in objects:

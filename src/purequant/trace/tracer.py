@@ -28,6 +28,7 @@ import torch.fx
 from torch.fx import _symbolic_trace as _fx_trace
 
 from ..errors import TraceError
+from .specs import tensor_tables
 
 _SKIP_DIRS = (
     os.path.dirname(torch.__file__) + os.sep,
@@ -77,6 +78,7 @@ class CaptureTracer(torch.fx.Tracer):
         provenance: fx node -> (scope path, scope module type or None, (file, line) or None).
         constants: name -> tensor for constants met while tracing (`_tensor_constant0`, ...).
         module_at: path -> module, for every module path fx handed out while tracing.
+        params_table: every parameter and buffer of the root by full path (`specs.params_table`).
         failed_in: (path, type) of the innermost module whose call raised, if tracing failed.
     """
 
@@ -89,13 +91,9 @@ class CaptureTracer(torch.fx.Tracer):
         self.failed_in: tuple[str, type] | None = None
         self.module_at: dict[str, torch.nn.Module] = {}
         self._arg_scope: tuple[str, type | None] | None = None
-        self._param_paths: dict[int, str] = {}
-        self._buffer_paths: dict[int, str] = {}
-        # First path wins, as in fx (named_parameters/named_buffers deduplicate in this order).
-        for name, p in root.named_parameters():
-            self._param_paths.setdefault(id(p), name)
-        for name, b in root.named_buffers():
-            self._buffer_paths.setdefault(id(b), name)
+        # First path wins, as in fx (named_parameters/named_buffers deduplicate in this order);
+        # the walk also gives every tensor by full path, which from_fx reads (`params_table`).
+        self.params_table, self._param_paths, self._buffer_paths = tensor_tables(root)
         self._root = root
         self._next_constant = 0
 
