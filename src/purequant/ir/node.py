@@ -110,7 +110,9 @@ class Node:
         return Node(self.id, self.op, self.target, args, kwargs, self.meta)
 
     def with_meta(self, **entries: Any) -> Node:
-        return Node(self.id, self.op, self.target, self.args, self.kwargs, self.meta.update(entries))
+        node = Node(self.id, self.op, self.target, self.args, self.kwargs, self.meta.update(entries))
+        object.__setattr__(node, "_line", self._line)  # the remembered line leaves meta out
+        return node
 
 
 def _collect(value: tuple, out: list[str]) -> None:
