@@ -66,6 +66,8 @@ def interleave(
 ) -> dict[str, Stat]:
     """Time each callable `rounds` times, interleaved, after `warmup` untimed rounds.
 
+    Round i starts at the i-th callable (A B C, B C A, C A B, ...), so none always runs right
+    after the same neighbour (a float model that has just flushed the caches, say).
     `setup[name]`, when given, is called untimed before each call of `fns[name]` and its result
     passed as the one argument (for torch.ao's `convert_fx`, which consumes its input).
     """
@@ -80,8 +82,9 @@ def interleave(
             call(name)
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name in fns:
+    names = list(fns)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
             w, c, _ = call(name)
             wall[name].append(w)
             cpu[name].append(c)

@@ -48,7 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 SECTIONS = ("transform", "scaling", "calibration", "latency", "numerics", "size")
 ORDER = ["header", "keep-ir", "transform", "scaling", "keep-trace-notes", "calibration",
-         "latency", "numerics", "size"]
+         "latency", "numerics", "size", "keep-analysis"]
 ZOO_MODELS = ("resnet18", "mobilenet_v2", "bert", "lstm", "mlp", "digits")
 LATENCY_MODELS = ("resnet18", "mobilenet_v2", "bert", "lstm", "mlp")
 PIN = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
@@ -118,7 +118,7 @@ def meta(opts: Options) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     kind = "quick run (fewer rounds and sizes: not for quoting)" if opts.quick else "full run"
-    return f"_Measured {now} by `{opts.command}` ({kind}); load average {load}._"
+    return f"_Measured {now} by `{opts.command}` ({kind}), {bench_timing.source_state()}; load average {load}._"
 
 
 def geomean(xs: list[float]) -> float:
@@ -206,7 +206,7 @@ def section_transform(opts: Options) -> str:
         "for static models, `default_dynamic_qconfig` on nn.Linear and nn.LSTM for lstm (global for "
         "mlp: torch.ao fuses its Linear + ReLU and then refuses a Linear-only entry) "
         "(bench/bench_recipes.py). Prepare and convert are timed without calibration, warm, "
-        f"interleaved ours / torch.ao / symbolic_trace, {opts.rounds} rounds after a warm-up round "
+        f"interleaved ours / torch.ao / symbolic_trace (each round starting one further along), {opts.rounds} rounds after a warm-up round "
         f"({max(1, opts.rounds // 3)} rounds without warm-up for the 1k-node chain, the zoo having "
         "warmed both tools up), "
         "`gc.collect()` before each call, 1 thread. Ours converts the same calibrated `Prepared` every "
@@ -441,6 +441,7 @@ def section_latency(opts: Options) -> str:
         "batches of 4; dynamic (lstm, mlp) through `purequant.quantize_dynamic` and `prepare_fx`/"
         "`convert_fx` with the same dynamic mapping, plus torch.ao's eager `quantize_dynamic` for "
         f"reference. Measured {pinned}; float, ours and torch.ao run interleaved under `no_grad` "
+        "(each round starting one further along, so none always follows the float model) "
         f"after 3 warm-up calls, as many rounds as fit {opts.budget:.0f} s (at least 7). Cells: "
         "median (min-max) ms; speed-up = float / quantized medians; ours / torch.ao is the ratio "
         f"of medians (target <= {TARGET_LATENCY}), and beside it the ratio of the minima, which "
