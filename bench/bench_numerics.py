@@ -176,12 +176,13 @@ def _reset_peak() -> bool:
         return False
 
 
-def memory(tool: str, name: str, fallback: bool) -> dict:
+def memory(tool: str, name: str, fallback: bool, traced: bool = True) -> dict:
     """Peak RSS of each phase above the RSS before prepare, and peak traced Python allocations.
 
     The high-water mark (VmHWM) is reset at the start of each phase, so each phase's peak is its
     own (with what earlier phases left alive); where it cannot be reset the figure is a lower
-    bound (`exact` False) whenever an earlier peak stayed above it.
+    bound (`exact` False) whenever an earlier peak stayed above it. `traced`: also measure the
+    Python peak with tracemalloc, in a second pass.
     """
     torch.set_num_threads(1)
     _steps(tool, R.case("digits"))  # warm-up: imports, caches, first-call work
@@ -197,11 +198,13 @@ def memory(tool: str, name: str, fallback: bool) -> dict:
         exact = exact and (reset or hwm > hwm_before)
     retained = max(0, _status_kib("VmRSS") - before) * 1024
     del value
-    gc.collect()
-    tracemalloc.start()
-    _steps(tool, c)
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    traced_peak = None
+    if traced:  # a second pass, under tracemalloc
+        gc.collect()
+        tracemalloc.start()
+        _steps(tool, c)
+        traced_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     return {"label": c.label, "rss_before": before * 1024, "peak_rss_increase": max(peaks),
             "phases": dict(zip(("prepare", "calibrate", "convert"), peaks)), "retained": retained,
             "exact": exact, "python_peak": traced_peak}

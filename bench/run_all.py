@@ -97,10 +97,10 @@ def options(argv: list[str] | None = None) -> tuple[Options, list[str], str | No
     opts = Options(
         quick=q, models=tuple(a.models.split(",")) if a.models else None, rounds=3 if q else 7,
         chain_sizes=cs, chain_rounds=tuple(_chain_rounds(n, q) for n in cs),
-        ao_chain_sizes=tuple(n for n in cs if n <= 3000)[:2],
+        ao_chain_sizes=tuple(n for n in cs if n <= 3000)[:1 if q else 2],
         trace_sizes=ts, trace_rounds=tuple(_chain_rounds(n, q) for n in ts),
         threads=(torch.get_num_threads(),) if a.in_process else (1, 2), batches=(1,) if q else (1, 8),
-        budget=1.0 if q else 4.0, in_process=a.in_process,
+        budget=0.3 if a.in_process else 1.0 if q else 4.0, in_process=a.in_process,
         command=".venv/bin/python bench/run_all.py" + "".join(" " + shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:])),
     )
     out = a.out or ("-" if q else DOC)
@@ -138,7 +138,7 @@ def worker(opts: Options, script: str, args: list[str], env: dict[str, str] | No
         if script == "bench_transform.py":
             return bench_transform.first_call(args[1], args[2], "--fallback" in args)
         if script == "bench_numerics.py":
-            return bench_numerics.memory(args[1], args[2], "--fallback" in args)
+            return bench_numerics.memory(args[1], args[2], "--fallback" in args, traced=False)
         kw = dict(zip(args[::2], args[1::2]))
         torch.set_num_threads(int(kw["--threads"]))
         return bench_latency.latency(kw["--models"].split(","),
@@ -580,8 +580,9 @@ def section_size(opts: Options) -> str:
     mem_how = ("in this process (--in-process: not a real measurement)" if opts.in_process else
                "in a fresh process per tool and model")
     head = (f"**Headline (size):** quantized parameter bytes ours / torch.ao: geometric mean "
-            f"{geomean(rel):.3f}; peak resident memory of prepare + calibrate + convert ours / torch.ao "
-            f"(resident set): geometric mean {geomean(mem_ratio):.2f}.")
+            f"{geomean(rel):.3f}; peak resident memory of prepare + calibrate + convert ours / torch.ao: "
+            f"geometric mean {geomean(mem_ratio):.2f} over the {len(mem_ratio)} models whose peaks "
+            f"exceed 1 MiB (max {max(mem_ratio, default=float('nan')):.2f}).")
     return "\n\n".join([
         "## Model size and peak memory",
         meta(opts),
@@ -603,12 +604,19 @@ def section_size(opts: Options) -> str:
         "the module keeps the `Prepared` value and the lowered graph's params). **Python peak**: "
         "tracemalloc's peak in a second pass of the same steps (Python objects only: tensor "
         "storage is not traced). The model's own weights are resident before and not counted; "
-        "memory freed by the warm-up is reused, so a small model can show 0; `>=` marks a lower "
-        "bound (the mark could not be reset and did not move).",
+        "memory freed by the warm-up is reused, so a small model can show 0 (no ratio is given "
+        "below 1 MiB); `>=` marks a lower bound (the mark could not be reset and did not move).",
         table(["model", "ours peak RSS (prepare / calibrate / convert)",
                "torch.ao peak RSS (prepare / calibrate / convert)", "ours / torch.ao", "ours retained",
                "torch.ao retained", "ours Python peak", "torch.ao Python peak"], mem_rows),
     ])
+
+
+def _maybe_bytes(n: int | None) -> str:
+    return "not measured" if n is None else fmt_bytes(n)
+
+
+MIN_PEAK = 1 << 20  # below 1 MiB a peak is allocator noise (memory the warm-up freed is reused)
 
 
 def memory_rows(opts: Options) -> tuple[list[list[str]], list[float]]:
@@ -628,10 +636,13 @@ def memory_rows(opts: Options) -> tuple[list[list[str]], list[float]]:
             ph = " / ".join(fmt_bytes(v) for v in g["phases"].values())
             return ("" if g["exact"] else ">= ") + f"**{fmt_bytes(g['peak_rss_increase'])}** ({ph})"
 
-        rows.append([o["label"], rss(o), rss(a), f"{o['peak_rss_increase'] / max(a['peak_rss_increase'], 1):.2f}",
+        big = min(o["peak_rss_increase"], a["peak_rss_increase"]) >= MIN_PEAK
+        r = o["peak_rss_increase"] / a["peak_rss_increase"] if big else None
+        rows.append([o["label"], rss(o), rss(a), f"{r:.2f}" if r else "too small",
                      fmt_bytes(o["retained"]), fmt_bytes(a["retained"]),
-                     fmt_bytes(o["python_peak"]), fmt_bytes(a["python_peak"])])
-        ratios.append(o["peak_rss_increase"] / max(a["peak_rss_increase"], 1))
+                     _maybe_bytes(o["python_peak"]), _maybe_bytes(a["python_peak"])])
+        if r:
+            ratios.append(r)
     return rows, ratios
 
 
