@@ -43,7 +43,13 @@ def chain(n: int) -> Graph:
     for k in range(n - 2):
         nodes.append(Node(f"relu_{k}", "call_function", "torch.relu", (Ref(nodes[-1].id),)))
     nodes.append(Node("output", "output", "output", (Ref(nodes[-1].id),)))
-    return Graph.from_nodes(nodes)
+    g = Graph.from_nodes(nodes)
+    # A builder-made graph builds its persistent maps on first use (ir.graph.Pending): once per
+    # graph value, the O(n) that GraphBuilder.finish used to pay. Build them here, so the
+    # edit-cost tests below measure the edits alone.
+    for name in ("nodes", "users_map", "prev", "next", "pos"):
+        getattr(g, name)
+    return g
 
 
 # ------------------------------------------------------------------ error messages

@@ -13,7 +13,7 @@ from typing import Any
 from pyrsistent import pmap
 
 from ..errors import GraphError
-from .graph import GAP, TABLES, Graph
+from .graph import GAP, TABLES, Graph, Pending
 from .names import next_free, sanitize, split_id
 from .node import ID_RE, Node, Ref, is_valid_op
 
@@ -95,16 +95,17 @@ class GraphBuilder:
         prev = dict(zip(order[1:], order))
         nxt = dict(zip(order, order[1:]))
         pos = {nid: (k + 1) * GAP for k, nid in enumerate(order)}
+        # The persistent maps stay pending until something reads them (see ir.graph.Pending),
+        # and the order and plain-dict tables are known here: seed the graph's caches with them
+        # (Graph.ids, Graph.table). The dicts are not shared with anything that could change
+        # them: this builder is done.
+        tables: tuple[dict[str, Any], ...] = (nodes, users_t, prev, nxt, pos)
         graph = Graph(
-            pmap(nodes), pmap(users_t), pmap(prev), pmap(nxt), pmap(pos),
+            Pending(nodes), Pending(users_t), Pending(prev), Pending(nxt), Pending(pos),
             order[0] if order else None,
             order[-1] if order else None,
             pmap(self._counters),
         )
-        # The order and plain-dict tables are known here: seed the graph's caches with them
-        # instead of recomputing them from the persistent maps (Graph.ids, Graph.table). The
-        # dicts are not shared with anything that could change them: this builder is done.
-        tables: tuple[dict[str, Any], ...] = (nodes, users_t, prev, nxt, pos)
         graph._cache.update({name + "_t": MappingProxyType(t) for name, t in zip(TABLES, tables)})
         graph._cache["ids"] = tuple(order)
         return graph

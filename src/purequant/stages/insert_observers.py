@@ -115,13 +115,13 @@ def _todo(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[str, str], dic
         elif is_observer(node):
             skipped[v] = "is an observer: observers are never observed"
         else:
-            have = next((u for u in graph.users(v) if is_observer(graph.nodes[u])), None)
+            have = next((u for u in graph.users(v) if is_observer(graph.node(u))), None)
             if have is not None:
                 skipped[v] = f"already observed by %{have}"
                 existing[v] = have  # values sharing v's observer share this one
             else:
                 todo.append(v)
-    pos = graph.pos
+    pos = graph.table("pos")  # a dict view: sorting probes it once per value
     todo.sort(key=pos.__getitem__)
     return todo, skipped, existing
 
