@@ -321,7 +321,7 @@ def trace_block(opts: Options) -> str:
                      cell(r["ours trace+emit"])])
     sl = tr["slopes"]
     return "\n\n".join([
-        "### Trace and emit (bench/bench_trace.py)",
+        "### Trace and emit scaling (bench/bench_trace.py)",
         "`bench_trace.measure` per size: **symbolic_trace** is `torch.fx.symbolic_trace(model)`; "
         "**ours fx->IR->fx** is `from_fx` + `to_graph_module` on a graph our tracer captured once; "
         "**ours capture** our tracer alone; **ours trace+emit** `purequant.trace` + `to_graph_module`. "
