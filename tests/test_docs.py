@@ -41,11 +41,6 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=
 # (page relative to the repo root, python block number) -> (exception type name, why).
 # Blocks of pages owned by others that fail today; reported to their owners, not edited here.
 KNOWN_BROKEN: dict[tuple[str, int], tuple[str, str]] = {
-    ("docs/fuse.md", 1): ("NameError", "a fragment: `graph`, `params`, `modules` are never defined"),
-    ("docs/observers.md", 2): ("NameError", "the sharding sketch uses `parts`, never defined"),
-    ("docs/patterns.md", 1): ("NameError", "a fragment: `graph`, `modules`, `qconfig_map` are never defined"),
-    ("docs/qconfig.md", 2): ("NameError", "the 1.7-dict sketch uses `qconfig`, never defined"),
-    ("docs/trace.md", 1): ("NameError", "a fragment: `model` is never defined"),
 }
 
 
