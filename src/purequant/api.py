@@ -166,7 +166,7 @@ def prepare(
         concrete_args=custom.get("concrete_args"),
     )
     custom_types = tuple(object_type_key(t) for t in custom.get("custom_module_types", ()))
-    stages = prepare_stages(spec, backend, custom_types, model.training)
+    stages = prepare_stages(spec, backend, custom_types)
     state = PipelineState(traced.graph, traced.params, traced.modules)
     with paused_gc():
         state, records = run(stages, state, instruments=_instruments(dump_dir))

@@ -191,7 +191,7 @@ def _observed_state(prepared: Prepared, qconfig: Any) -> tuple[PipelineState, tu
         return prepared.state, prepared.stage_records
     spec = to_qconfig_spec(qconfig)
     traced = prepared.traced
-    stages = prepare_stages(spec, prepared.backend, _custom_types(prepared), traced.training)
+    stages = prepare_stages(spec, prepared.backend, _custom_types(prepared))
     with paused_gc():
         state, records = run(stages, PipelineState(traced.graph, traced.params, traced.modules))
     return state, records

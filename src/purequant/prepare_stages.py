@@ -41,7 +41,7 @@ def plan_quants(graph: Graph, modules: PMap, matches: MatchResult, *, backend: s
 
 
 def prepare_stages(
-    qconfig: QConfigSpec, backend: str, custom_modules: tuple[str, ...] = (), training: bool = False
+    qconfig: QConfigSpec, backend: str, custom_modules: tuple[str, ...] = ()
 ) -> tuple[StageSpec, ...]:
     """The prepare stages in order: fuse, qconfig map, matching, quant discovery, observers."""
     return (

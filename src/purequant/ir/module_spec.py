@@ -12,9 +12,7 @@ from typing import Any
 from attrs import field, frozen
 from pyrsistent import PMap, pmap
 
-
-def _to_pmap(value: Any) -> PMap:
-    return value if isinstance(value, PMap) else pmap(value)
+from .node import as_pmap
 
 
 @frozen
@@ -31,8 +29,8 @@ class ModuleSpec:
     """
 
     type: str
-    attrs: PMap = field(factory=pmap, converter=_to_pmap)
-    params: PMap = field(factory=pmap, converter=_to_pmap)
+    attrs: PMap = field(factory=pmap, converter=as_pmap)
+    params: PMap = field(factory=pmap, converter=as_pmap)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)

@@ -44,7 +44,12 @@ class Slice:
     step: Any = None
 
 
-def _to_pmap(value: Any) -> PMap:
+def as_pmap(value: Any) -> PMap:
+    """`value` as a PMap, converting only when it is not one already (an attrs converter).
+
+    The one converter every frozen record uses: pmap() on an existing PMap rebuilds it, and
+    evolve reruns converters, so an unconditional converter would make every edit O(size).
+    """
     # Convert only when needed: pmap() on an existing PMap rebuilds it, and evolve reruns
     # converters, so an unconditional converter would make every edit O(size of the map).
     return value if isinstance(value, PMap) else pmap(value)
@@ -75,8 +80,8 @@ class Node:
     op: str
     target: str
     args: tuple = field(default=(), converter=_to_args)
-    kwargs: PMap = field(factory=pmap, converter=_to_pmap)
-    meta: PMap = field(factory=pmap, converter=_to_pmap, eq=False, hash=False)
+    kwargs: PMap = field(factory=pmap, converter=as_pmap)
+    meta: PMap = field(factory=pmap, converter=as_pmap, eq=False, hash=False)
     # Derived once at construction: every index update and check reads it, and a node is
     # immutable, so computing it per query would only repeat work.
     _inputs: tuple = field(init=False, eq=False, hash=False, repr=False)

@@ -12,6 +12,8 @@ from typing import Any
 from attrs import field, frozen
 from pyrsistent import PMap, pmap
 
+from ..ir.node import as_pmap
+
 # Observer kinds. "placeholder" marks a dynamically quantized activation (qparams are computed at
 # run time by the kernel); "fixed" carries qparams known in advance (sigmoid, tanh, softmax...);
 # "noop" keeps a dtype tag (fp16 activations) without statistics.
@@ -44,10 +46,6 @@ QSCHEMES = frozenset(
 )
 
 
-def _to_pmap(value: Any) -> PMap:
-    # Only convert when needed: pmap() on an existing PMap rebuilds it (see STYLE.md pitfall).
-    return value if isinstance(value, PMap) else pmap(value)
-
 
 @frozen
 class ObserverSpec:
@@ -77,7 +75,7 @@ class ObserverSpec:
     ch_axis: int = 0
     is_dynamic: bool = False
     eps: float = 1.1920928955078125e-07  # torch.finfo(torch.float32).eps
-    options: PMap = field(factory=pmap, converter=_to_pmap)
+    options: PMap = field(factory=pmap, converter=as_pmap)
 
     def __attrs_post_init__(self) -> None:
         if self.kind not in OBSERVER_KINDS:

@@ -14,6 +14,7 @@ from typing import Any
 from attrs import field, frozen
 from pyrsistent import PMap, pmap
 
+from ..ir.node import as_pmap
 from ..observers.spec import ObserverSpec
 from .pattern import Pat
 
@@ -29,9 +30,6 @@ class Observation(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-
-def _to_pmap(value: Any) -> PMap:
-    return value if isinstance(value, PMap) else pmap(value)
 
 
 @frozen
@@ -162,10 +160,10 @@ class PatternEntry:
     bias_arg: tuple[int, str] | None = None
     quantize_weight: bool = True
     module_weight: bool = False
-    fixed_qparams: PMap = field(factory=pmap, converter=_to_pmap)
+    fixed_qparams: PMap = field(factory=pmap, converter=as_pmap)
     shares_all_inputs: bool = False
     observe_inputs: bool = True
-    by_tensor_args: PMap = field(factory=pmap, converter=_to_pmap)
+    by_tensor_args: PMap = field(factory=pmap, converter=as_pmap)
     fused_module: str | None = None
     qat_module: str | None = None
     source: str = field(default="", eq=False)

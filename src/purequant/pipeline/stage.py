@@ -33,14 +33,11 @@ from pyrsistent import PMap, pmap
 
 from ..errors import ConfigError, StageError
 from ..ir import Graph
+from ..ir.node import as_pmap
 from .codec import CodecError, to_plain
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-
-def _to_pmap(value: Any) -> PMap:
-    # Convert only when needed (STYLE.md pitfall: pmap() on a PMap rebuilds it).
-    return value if isinstance(value, PMap) else pmap(value)
 
 
 @frozen
@@ -56,9 +53,9 @@ class PipelineState:
     """
 
     graph: Graph
-    params: PMap = field(factory=pmap, converter=_to_pmap)
-    modules: PMap = field(factory=pmap, converter=_to_pmap)
-    records: PMap = field(factory=pmap, converter=_to_pmap)
+    params: PMap = field(factory=pmap, converter=as_pmap)
+    modules: PMap = field(factory=pmap, converter=as_pmap)
+    records: PMap = field(factory=pmap, converter=as_pmap)
 
 
 def fn_name(fn: Callable) -> str:
@@ -114,7 +111,7 @@ class StageSpec:
     reads: tuple = field(default=(), converter=tuple)
     uses_params: bool = False
     uses_modules: bool = False
-    options: PMap = field(factory=pmap, converter=_to_pmap, validator=_check_options)
+    options: PMap = field(factory=pmap, converter=as_pmap, validator=_check_options)
     phase: str | None = None
 
     @property

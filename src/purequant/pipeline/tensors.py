@@ -101,28 +101,6 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
-def params_changed(before: PMap, after: PMap) -> PMap:
-    """Paths whose tensor is new, removed (-> None) or has other content (-> new digest).
-
-    Identical objects are skipped without hashing, so a stage that leaves the table alone
-    costs O(1) and one that replaces k tensors costs O(their size).
-    """
-    if before is after:
-        return pmap()
-    out = {}
-    for path in sorted(set(before) | set(after)):
-        a, b = before.get(path), after.get(path)
-        if a is b:
-            continue
-        if b is None:
-            out[path] = None
-            continue
-        d = tensor_digest(b)
-        if a is None or tensor_digest(a) != d:
-            out[path] = d
-    return pmap(out)
-
-
 def save_tensor(store: Path, t: torch.Tensor, digest: str) -> None:
     """Write `t` as `store/<digest>.pt` unless it is there already (written atomically)."""
     path = store / f"{digest}.pt"

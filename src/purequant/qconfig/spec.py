@@ -22,6 +22,7 @@ from attrs import evolve, field, frozen
 from attrs.validators import instance_of, optional
 from pyrsistent import PMap, pmap
 
+from purequant.ir.node import as_pmap
 from purequant.observers.spec import ObserverSpec
 from purequant.qconfig.errors import QConfigError
 from purequant.qconfig.names import object_type_key
@@ -115,10 +116,6 @@ def _describe_spec(spec: ObserverSpec | None) -> str:
     return " ".join(flags)
 
 
-def _to_pmap(value: Any) -> PMap:
-    # Only convert when needed: pmap() on an existing PMap rebuilds it (STYLE.md pitfall).
-    return value if isinstance(value, PMap) else pmap(value)
-
 
 def _to_pairs(value: Any) -> tuple:
     # Regex lists are short; normalising them on every evolve costs nothing measurable.
@@ -148,12 +145,12 @@ class QConfigSpec:
     """
 
     global_qconfig: QConfig | None = field(default=None, validator=optional(instance_of(QConfig)))
-    object_type: PMap = field(factory=pmap, converter=_to_pmap)
+    object_type: PMap = field(factory=pmap, converter=as_pmap)
     module_name_regex: tuple[tuple[str, QConfig | None], ...] = field(
         default=(), converter=_to_pairs
     )
-    module_name: PMap = field(factory=pmap, converter=_to_pmap)
-    module_name_object_type_order: PMap = field(factory=pmap, converter=_to_pmap)
+    module_name: PMap = field(factory=pmap, converter=as_pmap)
+    module_name_object_type_order: PMap = field(factory=pmap, converter=as_pmap)
 
     def __attrs_post_init__(self) -> None:
         _check_entries(self)
