@@ -139,20 +139,27 @@ def observe_channels(
     spec: ObserverSpec, stats: ChannelRangeStats, x: torch.Tensor, where: str | None
 ) -> ChannelRangeStats:
     """Widen every channel's range by `x`'s. O(numel); new tensors of O(channels)."""
-    if x.numel() == 0:
-        return stats
-    lo, hi = channel_range(x, spec.ch_axis, where)
-    old = stats.bounds()
-    if old is None:
-        return ChannelRangeStats(lo, hi)
-    _check_channels(old[0], lo, spec, where)
-    return ChannelRangeStats(torch.minimum(lo, old[0]), torch.maximum(hi, old[1]))
+    return _update_channels(spec, stats, x, where, torch.minimum, torch.maximum)
 
 
 def observe_moving_channels(
     spec: ObserverSpec, stats: ChannelRangeStats, x: torch.Tensor, where: str | None
 ) -> ChannelRangeStats:
     """Move every channel's range towards `x`'s: m + c * (m_x - m), float32. O(numel)."""
+    c = averaging_constant(spec)
+
+    def move(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        # The same float32 tensor expression as torch.ao, so results agree bit for bit.
+        return old + c * (new - old)
+
+    return _update_channels(spec, stats, x, where, move, move)
+
+
+def _update_channels(
+    spec: ObserverSpec, stats: ChannelRangeStats, x: torch.Tensor, where: str | None, lower, upper
+) -> ChannelRangeStats:
+    """The frame both per-channel observes share: an empty `x` changes nothing, the first batch
+    is taken as is, later ones are combined bound by bound (`lower(new_lo, old_lo)`, ...)."""
     if x.numel() == 0:
         return stats
     lo, hi = channel_range(x, spec.ch_axis, where)
@@ -160,9 +167,7 @@ def observe_moving_channels(
     if old is None:
         return ChannelRangeStats(lo, hi)
     _check_channels(old[0], lo, spec, where)
-    c = averaging_constant(spec)
-    # The same float32 tensor expression as torch.ao, so results agree bit for bit.
-    return ChannelRangeStats(old[0] + c * (lo - old[0]), old[1] + c * (hi - old[1]))
+    return ChannelRangeStats(lower(lo, old[0]), upper(hi, old[1]))
 
 
 def merge_channels(
