@@ -781,3 +781,14 @@ def test_cpu_aware_default_drops_reduce_range_only_with_vnni():
 def test_cpu_aware_default_on_this_machine_says_what_it_saw():
     result = cpu_aware_default()
     assert result.reason and isinstance(result.reduce_range, bool)
+
+
+@pytest.mark.parametrize(("flags", "reduced"), [({"avx512_vnni"}, False), ({"avx2"}, True), ({"avx2", "avx_vnni"}, True)])
+def test_cpu_aware_dynamic_default_keeps_7_bits_without_avx512_vnni(flags, reduced):
+    from purequant.qconfig import cpu_aware_dynamic_default, default_dynamic_qconfig_spec
+
+    spec = cpu_aware_dynamic_default(flags=flags)
+    acts = {qc.activation.reduce_range for _, _, qc in spec.entries() if qc is not None and qc.activation is not None}
+    assert acts == {reduced}
+    if not reduced:
+        assert spec == default_dynamic_qconfig_spec()

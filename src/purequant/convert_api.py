@@ -144,36 +144,17 @@ def quantize_dynamic(
 
     `dtype=torch.qint8` gives int8 dynamic linear/LSTM/GRU; `torch.float16` gives fp16 weights.
     """
-    from .qconfig import default_dynamic_qconfig_spec, float16_qconfig_spec
+    from .qconfig import cpu_aware_dynamic_default, float16_qconfig_spec
 
     if qconfig is None:
         if dtype == torch.float16:
             qconfig = float16_qconfig_spec()
         elif dtype == torch.qint8:
-            qconfig = _cpu_aware_dynamic(default_dynamic_qconfig_spec())
+            qconfig = cpu_aware_dynamic_default()
         else:
             raise ConfigError(f"quantize_dynamic supports torch.qint8 and torch.float16, not {dtype}")
     prepared = prepare(model, qconfig, example_inputs, backend=backend)
     return convert(prepared)
-
-
-def _cpu_aware_dynamic(spec: Any) -> Any:
-    """The dynamic default, keeping 7-bit activations (reduce_range) on CPUs without VNNI.
-
-    The default dynamic spec uses the full 8 bits, which is exact on CPUs whose int8 kernels
-    accumulate in 32 bits (VNNI) and 3-6 dB closer to float than torch.ao there; without VNNI
-    the kernel's 16-bit accumulation can saturate, so we fall back to torch.ao's 7 bits.
-    """
-    from .qconfig import detect_vnni
-
-    if detect_vnni(None).vnni:
-        return spec
-
-    def with_reduce_range(qc: Any) -> Any:
-        act = qc.activation
-        return qc if act is None else attrs.evolve(qc, activation=attrs.evolve(act, reduce_range=True))
-
-    return spec.map_qconfigs(with_reduce_range)
 
 
 def quantized_record(module: torch.fx.GraphModule) -> Quantized:

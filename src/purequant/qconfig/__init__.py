@@ -5,7 +5,13 @@ torch.ao object handed to `to_qconfig_spec`.
 """
 
 from purequant.qconfig.convert import layer, to_qconfig_spec
-from purequant.qconfig.cpu import CpuAwareDefault, VnniDetection, cpu_aware_default, detect_vnni
+from purequant.qconfig.cpu import (
+    CpuAwareDefault,
+    VnniDetection,
+    cpu_aware_default,
+    cpu_aware_dynamic_default,
+    detect_vnni,
+)
 from purequant.qconfig.defaults import (
     BACKENDS,
     backend_default_qconfig,
@@ -36,6 +42,7 @@ __all__ = [
     "QualifiedNameError",
     "VnniDetection",
     "cpu_aware_default",
+    "cpu_aware_dynamic_default",
     "default_dynamic_qconfig_spec",
     "backend_default_qconfig",
     "default_qconfig_spec",
