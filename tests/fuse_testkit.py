@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 import torch.fx
-from pyrsistent import PMap, PVector
+from pyrsistent import PMap
 
-from purequant.ir import ModuleSpec, Ref, Slice, Sym
+from purequant.ir import ModuleSpec
 from purequant.nn import build_module
 from purequant.qconfig.names import resolve_qualified_name
+from purequant.trace.values import to_fx  # IR value -> Python value, env-generic
 
 
 # ------------------------------------------------------------------------------ specs by hand
@@ -97,7 +98,7 @@ def run(graph, params: PMap, modules: PMap, *inputs: torch.Tensor) -> Any:
     feed = iter(inputs)
 
     def load(v: Any) -> Any:
-        return _load(v, env)
+        return to_fx(v, env)
 
     with torch.no_grad():
         for n in graph.node_list():
@@ -119,23 +120,6 @@ def run(graph, params: PMap, modules: PMap, *inputs: torch.Tensor) -> Any:
 
 def _function(name: str):
     return {"operator.add": operator.add}.get(name) or resolve_qualified_name(name)
-
-
-def _load(v: Any, env: dict) -> Any:
-    t = type(v)
-    if t is Ref:
-        return env[v.id]
-    if t is tuple:
-        return tuple(_load(x, env) for x in v)
-    if isinstance(v, PVector):
-        return [_load(x, env) for x in v]
-    if isinstance(v, PMap):
-        return {k: _load(x, env) for k, x in v.items()}
-    if t is Slice:
-        return slice(_load(v.start, env), _load(v.stop, env), _load(v.step, env))
-    if t is Sym:
-        return resolve_qualified_name(v.name)
-    return v
 
 
 def emit(traced, graph, params: PMap, modules: PMap) -> torch.fx.GraphModule:
